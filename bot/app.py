@@ -1,0 +1,287 @@
+"""Composition root and lifecycle: builds every part from the settings, runs them, stops them.
+
+`run()` is what `python main.py run` does: migrate, check the token, start the web app, take
+updates (polling or webhook) until SIGTERM/SIGINT, then stop taking updates, let handlers already
+running finish (bounded by SHUTDOWN_TIMEOUT_SECONDS), and close sessions and the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aiogram import Bot, Dispatcher, Router
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.exceptions import TelegramNetworkError, TelegramUnauthorizedError
+from aiogram.fsm.storage.base import BaseStorage
+from aiogram.fsm.storage.memory import MemoryStorage
+from aiogram.types import BotCommand
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+from aiohttp import web
+
+from bot.config import ConfigError, Settings
+from bot.i18n import build_i18n
+from bot.web import build_web_app
+from database.engine import Database
+from database.migrate import upgrade
+from handlers import get_routers
+from middlewares.database import DatabaseMiddleware
+from middlewares.i18n import UserLanguageMiddleware
+from middlewares.inflight import InFlightMiddleware
+from middlewares.throttling import FloodGate, ThrottlingMiddleware
+from middlewares.user import LanguageCache, UserMiddleware
+from services.clock import Clock, SystemClock
+
+log = logging.getLogger(__name__)
+
+TELEGRAM_WEBHOOK_PATH = "/webhooks/telegram"
+
+
+def build_bot(settings: Settings) -> Bot:
+    if not settings.bot_token:
+        raise ConfigError(
+            "BOT_TOKEN is not set: put BOT_TOKEN=<token from @BotFather> in .env or the "
+            "environment (see .env.example)"
+        )
+    api = (
+        TelegramAPIServer.from_base(settings.telegram_api_base.rstrip("/"))
+        if settings.telegram_api_base
+        else PRODUCTION
+    )
+    return Bot(
+        settings.bot_token,
+        session=AiohttpSession(api=api),
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML),
+    )
+
+
+def build_storage(settings: Settings) -> BaseStorage:
+    if settings.redis_url:
+        from aiogram.fsm.storage.redis import RedisStorage
+
+        return RedisStorage.from_url(settings.redis_url)
+    return MemoryStorage()
+
+
+@dataclass
+class Application:
+    """Every long-lived part of one bot process."""
+
+    settings: Settings
+    db: Database
+    bot: Bot
+    dispatcher: Dispatcher
+    inflight: InFlightMiddleware
+    clock: Clock
+    web_runner: web.AppRunner | None = None
+    public_base_url: str = ""
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def build_dispatcher(
+    settings: Settings,
+    db: Database,
+    clock: Clock,
+    *,
+    extra_routers: Sequence[Router] = (),
+) -> tuple[Dispatcher, InFlightMiddleware]:
+    i18n = build_i18n(settings.default_language)
+    dp = Dispatcher(storage=build_storage(settings), clock=clock, settings=settings)
+    languages = LanguageCache()
+    inflight = InFlightMiddleware()
+    # Outer update middlewares run in this order, after aiogram's own (errors, user context).
+    dp.update.outer_middleware(inflight)
+    dp.update.outer_middleware(
+        ThrottlingMiddleware(
+            FloodGate(settings.throttle_rate, settings.throttle_window_seconds, clock),
+            i18n,
+            languages,
+            settings.default_language,
+        )
+    )
+    dp.update.outer_middleware(DatabaseMiddleware(db))
+    dp.update.outer_middleware(
+        UserMiddleware(
+            db,
+            clock,
+            default_language=settings.default_language,
+            admin_ids=frozenset(settings.admin_ids),
+            languages=languages,
+        )
+    )
+    UserLanguageMiddleware(i18n, settings.default_language).setup(dp)
+    dp.include_routers(*extra_routers, *get_routers())
+    return dp, inflight
+
+
+async def _check_token(bot: Bot) -> None:
+    try:
+        me = await bot.get_me()
+    except TelegramUnauthorizedError:
+        raise ConfigError(
+            "BOT_TOKEN was refused by Telegram (401 Unauthorized): copy the token again from "
+            "@BotFather"
+        ) from None
+    except TelegramNetworkError as exc:
+        raise ConfigError(
+            f"cannot reach the Telegram Bot API ({exc.message}); check the network or "
+            "TELEGRAM_API_BASE"
+        ) from None
+    log.info("connected to Telegram as @%s (id %s)", me.username, me.id)
+
+
+async def _set_commands(bot: Bot) -> None:
+    for language, commands in (
+        (None, [("start", "Register and say hello"), ("language", "Choose your language"),
+                ("help", "What I can do")]),
+        ("fr", [("start", "S'inscrire et dire bonjour"), ("language", "Choisir la langue"),
+                ("help", "Ce que je sais faire")]),
+    ):
+        await bot.set_my_commands(
+            [BotCommand(command=c, description=d) for c, d in commands], language_code=language
+        )
+
+
+async def start(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    extra_routers: Sequence[Router] = (),
+) -> Application:
+    """Bring every part up; raise ConfigError with a one-line reason if something is wrong."""
+    clock = clock or SystemClock()
+    bot = build_bot(settings)
+    db = Database.from_url(settings.database_url)
+    try:
+        await upgrade(db.engine)
+        await _check_token(bot)
+        dispatcher, inflight = build_dispatcher(settings, db, clock, extra_routers=extra_routers)
+        app = Application(settings, db, bot, dispatcher, inflight, clock)
+        await _start_web(app)
+        await _set_commands(bot)
+    except BaseException:
+        await bot.session.close()
+        await db.dispose()
+        raise
+    return app
+
+
+async def _start_web(app: Application) -> None:
+    settings = app.settings
+    web_app = build_web_app(app.db)
+    if settings.telegram_mode == "webhook":
+        SimpleRequestHandler(
+            app.dispatcher,
+            app.bot,
+            handle_in_background=True,
+            secret_token=settings.webhook_secret,
+        ).register(web_app, path=TELEGRAM_WEBHOOK_PATH)
+    runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.web_host, settings.web_port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(
+            f"cannot listen on {settings.web_host}:{settings.web_port} ({exc.strerror}); "
+            "set WEB_HOST/WEB_PORT (WEB_PORT=0 picks a free port)"
+        ) from None
+    app.web_runner = runner
+    host, port = runner.addresses[0][:2]
+    app.public_base_url = (settings.public_base_url or f"http://{host}:{port}").rstrip("/")
+    log.info("web server listening on http://%s:%s", host, port)
+
+
+async def serve(app: Application) -> None:
+    """Take updates until `app.stopping` is set, then shut down gracefully."""
+    dp, bot, settings = app.dispatcher, app.bot, app.settings
+    allowed = dp.resolve_used_update_types()
+    polling: asyncio.Task[None] | None = None
+    try:
+        if settings.telegram_mode == "webhook":
+            await bot.set_webhook(
+                f"{app.public_base_url}{TELEGRAM_WEBHOOK_PATH}",
+                secret_token=settings.webhook_secret,
+                allowed_updates=allowed,
+            )
+            log.info("webhook mode: Telegram posts updates to %s", TELEGRAM_WEBHOOK_PATH)
+        else:
+            await bot.delete_webhook(drop_pending_updates=False)
+            polling = asyncio.create_task(
+                dp.start_polling(
+                    bot,
+                    handle_signals=False,
+                    close_bot_session=False,
+                    allowed_updates=allowed,
+                )
+            )
+            log.info("polling mode: taking updates")
+        await _wait_stopping(app, polling)
+    finally:
+        await shutdown(app, polling)
+
+
+async def _wait_stopping(app: Application, polling: asyncio.Task[None] | None) -> None:
+    waiters = [asyncio.create_task(app.stopping.wait())]
+    if polling is not None:
+        waiters.append(polling)  # type: ignore[arg-type]
+    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    if polling is not None and polling in done and not app.stopping.is_set():
+        polling.result()  # polling died: surface its error
+    waiters[0].cancel()
+
+
+async def shutdown(app: Application, polling: asyncio.Task[None] | None) -> None:
+    log.info("shutting down: no new updates; waiting for %d running handler(s)",
+             app.inflight.count)
+    if polling is not None and not polling.done():
+        try:
+            await app.dispatcher.stop_polling()
+        except RuntimeError:  # stopped before polling got going
+            polling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await polling
+    if app.web_runner is not None and app.settings.telegram_mode == "webhook":
+        # The web server stops taking webhook updates before handlers drain.
+        await app.web_runner.cleanup()
+        app.web_runner = None
+    timeout = app.settings.shutdown_timeout_seconds
+    if not await app.inflight.wait_idle(timeout):
+        log.warning("%d handler(s) still running after %.0f s; closing anyway",
+                    app.inflight.count, timeout)
+    if app.web_runner is not None:
+        await app.web_runner.cleanup()
+    await app.dispatcher.storage.close()
+    await app.bot.session.close()
+    await app.db.dispose()
+    log.info("stopped")
+
+
+def install_signal_handlers(app: Application) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, app, sig)
+
+
+def _on_signal(app: Application, sig: signal.Signals) -> None:
+    log.info("received %s", sig.name)
+    app.stopping.set()
+
+
+async def run(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    extra_routers: Sequence[Router] = (),
+) -> None:
+    app = await start(settings, clock=clock, extra_routers=extra_routers)
+    install_signal_handlers(app)
+    await serve(app)

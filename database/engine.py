@@ -1,0 +1,140 @@
+"""Engine, sessions and units of work for both engines (SQLite embedded, PostgreSQL in production).
+
+`Database.run(work)` is the unit of work of ARCHITECTURE.md principle 1: one transaction, committed
+when `work` returns, rolled back if it raises; a transient database error (dropped connection,
+deadlock, serialization failure, SQLite busy) reruns the whole unit with a fresh session.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# PostgreSQL SQLSTATEs worth a retry: serialization failure, deadlock, connection trouble.
+_TRANSIENT_SQLSTATES = {"40001", "40P01", "08000", "08003", "08006", "57P01", "57P02", "57P03"}
+_SQLITE_TRANSIENT = ("database is locked", "database table is locked")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for database errors that a fresh attempt can be expected to get past."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate in _TRANSIENT_SQLSTATES:
+        return True
+    return any(marker in str(orig) for marker in _SQLITE_TRANSIENT)
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """Create the async engine; for SQLite, make the file's folder and set safe pragmas."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    return create_async_engine(url, **kwargs)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    """WAL for concurrent readers, foreign keys on, and BEGIN IMMEDIATE so writers queue up.
+
+    pysqlite starts transactions lazily and upgrades read locks to write locks mid-transaction,
+    which deadlocks two writers ("database is locked"). Taking the write lock at BEGIN, with a
+    busy timeout, makes concurrent units of work wait their turn instead. This is SQLAlchemy's
+    documented recipe for serializable SQLite transactions.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """The one way the application reaches its database."""
+
+    def __init__(self, engine: AsyncEngine, *, attempts: int = 4) -> None:
+        self.engine = engine
+        self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        self.attempts = attempts
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Database:
+        return cls(create_engine(url, **kwargs))
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One transaction, no retry: committed on normal exit, rolled back on an exception."""
+        async with self.sessionmaker() as session, session.begin():
+            yield session
+
+    async def run(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run `work` as one unit of work, retrying it whole on transient database errors."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_random_exponential(multiplier=0.05, max=1.0),
+            reraise=True,
+            before_sleep=lambda state: log.warning(
+                "transient database error, retrying unit of work (attempt %d): %s",
+                state.attempt_number,
+                type(state.outcome.exception()).__name__ if state.outcome else "?",
+            ),
+        )
+        async for attempt in retrying:
+            with attempt:
+                async with self.transaction() as session:
+                    return await work(session)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (DBAPIError, OSError) as exc:
+            log.warning("database ping failed: %s", type(exc).__name__)
+            return False
+        return True
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

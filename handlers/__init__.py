@@ -1,0 +1,10 @@
+"""aiogram routers, thin: parse the update, call a service, answer."""
+
+from aiogram import Router
+
+from handlers import common, errors, start
+
+
+def get_routers() -> list[Router]:
+    """The production routers, in the order they are tried. The catch-all comes last."""
+    return [errors.router, start.router, common.router]

@@ -1,0 +1,131 @@
+"""Users are created on first contact, and their language choice is persisted and audited."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from database.engine import Database
+from database.models import Role, TransactionLog, User
+from services import users
+from services.clock import FakeClock
+
+
+async def _ensure(db: Database, clock: FakeClock, telegram_id: int = 501, **kw) -> users.UserView:
+    async def work(session):
+        return await users.ensure_telegram_user(
+            session,
+            telegram_id=telegram_id,
+            display_name=kw.get("name", "Ann"),
+            client_language=kw.get("client_language", "fr-FR"),
+            default_language="en",
+            admin=kw.get("admin", False),
+            now=clock.now(),
+        )
+
+    return await db.run(work)
+
+
+async def test_first_contact_creates_one_user_with_client_language(db: Database) -> None:
+    clock = FakeClock()
+    first = await _ensure(db, clock)
+    again = await _ensure(db, clock)
+    assert first.is_new and not again.is_new
+    assert first.id == again.id
+    assert first.language == "fr" and not first.language_chosen
+    assert first.roles == frozenset({Role.REQUESTER})
+    async with db.transaction() as session:
+        assert await session.scalar(select(func.count()).select_from(User)) == 1
+        log = (await session.scalars(select(TransactionLog))).all()
+    assert [e.operation for e in log] == ["user.create"]
+
+
+async def test_unknown_client_language_falls_back_to_default(db: Database) -> None:
+    user = await _ensure(db, FakeClock(), client_language="de")
+    assert user.language == "en"
+
+
+async def test_admin_ids_get_the_admin_role(db: Database) -> None:
+    user = await _ensure(db, FakeClock(), admin=True)
+    assert Role.ADMIN in user.roles
+
+
+async def test_language_choice_is_persisted_and_audited(db: Database) -> None:
+    clock = FakeClock()
+    user = await _ensure(db, clock, client_language="en")
+    clock.advance(60)
+    updated = await db.run(
+        lambda s: users.set_language(s, user_id=user.id, language="fr", now=clock.now())
+    )
+    assert updated.language == "fr" and updated.language_chosen
+    async with db.transaction() as session:
+        stored = await session.get_one(User, user.id)
+        entry = await session.scalar(
+            select(TransactionLog).where(TransactionLog.operation == "user.set_language")
+        )
+    assert stored.language == "fr"
+    assert entry is not None
+    assert entry.before == {"language": "en", "language_chosen": False}
+    assert entry.after == {"language": "fr", "language_chosen": True}
+    assert entry.at == clock.now()
+
+
+async def test_unsupported_language_changes_nothing(db: Database) -> None:
+    user = await _ensure(db, FakeClock(), client_language="en")
+    with pytest.raises(users.UnsupportedLanguage):
+        await db.run(
+            lambda s: users.set_language(s, user_id=user.id, language="de", now=FakeClock().now())
+        )
+    async with db.transaction() as session:
+        assert (await session.get_one(User, user.id)).language == "en"
+
+
+async def test_unit_of_work_rolls_back_on_error(db: Database) -> None:
+    clock = FakeClock()
+
+    async def work(session):
+        await users.ensure_telegram_user(
+            session, telegram_id=77, display_name="X", client_language=None,
+            default_language="en", admin=False, now=clock.now(),
+        )
+        raise RuntimeError("boom after the write")
+
+    with pytest.raises(RuntimeError):
+        await db.run(work)
+    async with db.transaction() as session:
+        assert await session.scalar(select(func.count()).select_from(User)) == 0
+
+
+async def test_transient_error_reruns_the_whole_unit_with_a_fresh_session(db: Database) -> None:
+    clock = FakeClock()
+    sessions = []
+
+    async def work(session):
+        sessions.append(session)
+        await users.ensure_telegram_user(
+            session, telegram_id=88, display_name="Y", client_language=None,
+            default_language="en", admin=False, now=clock.now(),
+        )
+        if len(sessions) == 1:
+            raise OperationalError("INSERT ...", {}, Exception("database is locked"))
+        return "done"
+
+    assert await db.run(work) == "done"
+    assert len(sessions) == 2 and sessions[0] is not sessions[1]
+    async with db.transaction() as session:
+        # The first attempt's write was rolled back; only the second one's remains.
+        assert await session.scalar(select(func.count()).select_from(User)) == 1
+
+
+async def test_permanent_error_is_not_retried(db: Database) -> None:
+    calls = 0
+
+    async def work(session):
+        nonlocal calls
+        calls += 1
+        raise OperationalError("SELECT", {}, Exception("no such table: nothing"))
+
+    with pytest.raises(OperationalError):
+        await db.run(work)
+    assert calls == 1
