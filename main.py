@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
+
+if TYPE_CHECKING:
+    from aiogram import Router
 
 EXIT_CONFIG = 2
 
@@ -36,7 +41,12 @@ async def _migrate(settings: Settings) -> None:
         await db.dispose()
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, extra_routers: Sequence[Router] = ()) -> int:
+    """Parse the command line and run it; returns the process exit status.
+
+    `extra_routers` lets the end-to-end tests add handlers that exist only for testing (a slow
+    one, a failing one) while running exactly the production start-up path.
+    """
     parser = argparse.ArgumentParser(
         prog="python main.py",
         description="Service desk Telegram bot. Settings come from the environment and .env "
@@ -59,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from bot.app import run
 
-            asyncio.run(run(settings))
+            asyncio.run(run(settings, extra_routers=extra_routers))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

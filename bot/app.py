@@ -66,8 +66,24 @@ def build_storage(settings: Settings) -> BaseStorage:
     if settings.redis_url:
         from aiogram.fsm.storage.redis import RedisStorage
 
+        log.info("FSM storage: Redis")
         return RedisStorage.from_url(settings.redis_url)
+    log.info("FSM storage: memory")
     return MemoryStorage()
+
+
+async def _check_storage(storage: BaseStorage) -> None:
+    redis = getattr(storage, "redis", None)
+    if redis is None:
+        return
+    from redis.exceptions import RedisError
+
+    try:
+        await redis.ping()
+    except (RedisError, OSError) as exc:
+        raise ConfigError(
+            f"cannot reach Redis at REDIS_URL ({type(exc).__name__}); start it or unset REDIS_URL"
+        ) from None
 
 
 @dataclass
@@ -163,6 +179,7 @@ async def start(
         await upgrade(db.engine)
         await _check_token(bot)
         dispatcher, inflight = build_dispatcher(settings, db, clock, extra_routers=extra_routers)
+        await _check_storage(dispatcher.storage)
         app = Application(settings, db, bot, dispatcher, inflight, clock)
         await _start_web(app)
         await _set_commands(bot)

@@ -13,13 +13,12 @@ import sys
 from collections.abc import Iterable
 
 # E.164 numbers (+ and 8 to 15 digits), also inside longer text.
-_PHONE = re.compile(r"(?<![\w+])\+(\d{1,3})\d{4,10}(\d{2})(?!\d)")
+_PHONE = re.compile(r"(?<![\w+])\+(\d{2})(\d{4,11})(\d{2})(?!\d)")
 
 
 def mask_phone_numbers(text: str) -> str:
     """+33612345678 -> +33*******78: enough to tell numbers apart, not enough to call one."""
-    return _PHONE.sub(lambda m: f"+{m.group(1)}{'*' * (len(m.group(0)) - len(m.group(1)) - 3)}"
-                      f"{m.group(2)}", text)
+    return _PHONE.sub(lambda m: f"+{m.group(1)}{'*' * len(m.group(2))}{m.group(3)}", text)
 
 
 class Redactor:

@@ -1,0 +1,44 @@
+"""End-to-end fixtures: the fake Bot API in this process, the bot in another one.
+
+Every bot process's output is checked for the bot token when it ends: it must never be printed,
+even at DEBUG level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from tests.e2e.harness import TOKEN, BotProcess, bot_env
+from tests.fakes.telegram import FakeTelegram
+
+pytestmark = pytest.mark.e2e
+
+StartBot = Callable[..., Awaitable[BotProcess]]
+
+
+@pytest.fixture
+async def fake_telegram() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def start_bot(fake_telegram: FakeTelegram, db_url: str) -> AsyncIterator[StartBot]:
+    """Start bot processes on this test's database; all are stopped and checked at the end."""
+    processes: list[BotProcess] = []
+
+    async def start(*, ready: bool = True, args: tuple[str, ...] = ("run",), **env: str):
+        process = BotProcess(bot_env(fake_telegram.base_url, db_url, **env), args=args)
+        processes.append(process)
+        await process.start()
+        if ready:
+            await process.wait_ready()
+        return process
+
+    yield start
+    for process in processes:
+        await process.stop()
+        assert TOKEN not in process.text, "the bot token leaked into the process output"
+        assert TOKEN.split(":")[1] not in process.text

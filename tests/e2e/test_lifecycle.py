@@ -1,0 +1,95 @@
+"""Starting, refusing to start, and stopping gracefully, as an operator sees it."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import aiohttp
+
+from tests.e2e.conftest import StartBot
+from tests.e2e.harness import BotProcess
+from tests.fakes.telegram import FakeTelegram
+
+ANN = 1001
+
+
+async def test_sigterm_lets_a_running_handler_finish_and_its_answer_is_sent(
+    fake_telegram: FakeTelegram, start_bot: StartBot
+) -> None:
+    bot = await start_bot(E2E_SLOW_SECONDS="2")
+    fake_telegram.message(ANN, "/slow")
+    await fake_telegram.wait_for_text(ANN, "slow handler started")
+    bot.signal(signal.SIGTERM)
+    await bot.wait_for_line("shutting down")
+    fake_telegram.message(ANN, "/help")  # arrives after SIGTERM: must not be taken
+    assert await bot.wait_exit() == 0
+    texts = [m["text"] for m in fake_telegram.sent_messages(ANN)]
+    assert texts == ["slow handler started", "slow handler finished"]
+
+
+async def test_missing_token_is_one_clear_line_and_exit_2(db_url: str) -> None:
+    process = BotProcess({"DATABASE_URL": db_url, "BOT_TOKEN": ""})
+    await process.start()
+    assert await process.wait_exit() == 2
+    assert process.output == [
+        "error: BOT_TOKEN is not set: put BOT_TOKEN=<token from @BotFather> in .env or the "
+        "environment (see .env.example)"
+    ]
+
+
+async def test_token_refused_by_telegram_is_one_clear_line_and_exit_2(db_url: str) -> None:
+    async with FakeTelegram(token="1:the-right-one") as fake:
+        process = BotProcess(
+            {"DATABASE_URL": db_url, "BOT_TOKEN": "1:a-wrong-token-value",
+             "TELEGRAM_API_BASE": fake.base_url, "WEB_PORT": "0"}
+        )
+        await process.start()
+        assert await process.wait_exit() == 2
+    assert process.output[-1] == (
+        "error: BOT_TOKEN was refused by Telegram (401 Unauthorized): copy the token again "
+        "from @BotFather"
+    )
+    assert "Traceback" not in process.text
+    assert "a-wrong-token-value" not in process.text
+
+
+async def test_health_endpoints_answer(fake_telegram: FakeTelegram, start_bot: StartBot) -> None:
+    bot = await start_bot()
+    async with aiohttp.ClientSession() as http:
+        for path in ("/health/live", "/health/ready", "/health"):
+            async with http.get(f"{bot.web_url}{path}") as response:
+                assert response.status == 200, path
+                body = await response.json()
+                assert body["status"] == "ok", body
+    assert body["components"]["database"] == {"status": "ok"}
+
+
+async def test_webhook_mode_checks_the_secret(
+    fake_telegram: FakeTelegram, start_bot: StartBot
+) -> None:
+    bot = await start_bot(TELEGRAM_MODE="webhook", WEBHOOK_SECRET="e2e_webhook-Secret")
+    call = await fake_telegram.wait_for_call("setWebhook")
+    assert call.params["url"] == f"{bot.web_url}/webhooks/telegram"
+    assert call.params["secret_token"] == "e2e_webhook-Secret"
+
+    update = {
+        "update_id": 1,
+        "message": {
+            "message_id": 1, "date": 1_700_000_000, "text": "/help",
+            "chat": {"id": ANN, "type": "private"},
+            "from": {"id": ANN, "is_bot": False, "first_name": "Ann", "language_code": "en"},
+            "entities": [{"type": "bot_command", "offset": 0, "length": 5}],
+        },
+    }
+    url = f"{bot.web_url}/webhooks/telegram"
+    async with aiohttp.ClientSession() as http:
+        for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"}):
+            async with http.post(url, json=update, headers=headers) as response:
+                assert response.status == 401
+        await asyncio.sleep(0.5)
+        assert fake_telegram.sent_messages(ANN) == []
+        good = {"X-Telegram-Bot-Api-Secret-Token": "e2e_webhook-Secret"}
+        async with http.post(url, json=update, headers=good) as response:
+            assert response.status == 200
+    await fake_telegram.wait_for_text(ANN, "Here is what I can do")
