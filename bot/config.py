@@ -8,6 +8,7 @@ with one line naming the variable (see `load_settings`), never deep inside the b
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -72,6 +73,59 @@ class Settings(BaseSettings):
     throttle_window_seconds: float = Field(default=3.0, gt=0)
     # How long shutdown waits for handlers already running before it closes connections.
     shutdown_timeout_seconds: float = Field(default=20.0, ge=0)
+
+    # --- Delivery engine (outbox, dispatcher, channels) ---------------------------------------
+    dispatcher_enabled: bool = True
+    dispatcher_workers: int = Field(default=4, ge=1, le=64)
+    dispatcher_batch_size: int = Field(default=50, ge=1, le=1000)
+    dispatcher_lease_seconds: float = Field(default=60.0, gt=0)
+    # Longest sleep between looks for due rows when nothing woke the dispatcher.
+    dispatcher_idle_seconds: float = Field(default=5.0, gt=0)
+    channel_max_attempts: int = Field(default=4, ge=1)
+    notification_max_age: timedelta = timedelta(hours=24)
+    dead_letter_retention_days: int = Field(default=30, ge=1)
+    # Quick in-call retries of a transient failure wait base, 2*base, 4*base seconds (jittered).
+    send_retry_wait_seconds: float = Field(default=1.0, ge=0)
+    # Then the row is rescheduled on this persisted schedule (seconds, comma-separated).
+    retry_schedule_seconds: Annotated[tuple[float, ...], NoDecode] = (
+        60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0,
+    )
+    # A broken channel's circuit stays open this long, doubling at each trip, before a probe.
+    circuit_probe_seconds: float = Field(default=60.0, gt=0)
+    alert_window_seconds: float = Field(default=3600.0, gt=0)
+
+    # --- Provider limits ------------------------------------------------------------------------
+    telegram_rate_per_second: float = Field(default=30.0, gt=0)
+    telegram_per_chat_per_second: float = Field(default=1.0, gt=0)
+    telegram_group_per_minute: float = Field(default=20.0, gt=0)
+    whatsapp_rate_per_second: float = Field(default=80.0, gt=0)
+    whatsapp_recipient_interval_seconds: float = Field(default=6.0, ge=0)
+    # Unique customers messaged outside the 24 h window in a moving 24 h: 250, 2000, 10000,
+    # 100000 or "unlimited".
+    whatsapp_messaging_limit: Literal["250", "2000", "10000", "100000", "unlimited"] = "250"
+    # Messages per sender number per day; 0: no cap.
+    whatsapp_daily_cap_per_sender: int = Field(default=0, ge=0)
+    twilio_rate_per_second: float = Field(default=1.0, gt=0)
+
+    @field_validator("notification_max_age", mode="before")
+    @classmethod
+    def _seconds_or_iso(cls, value: object) -> object:
+        if isinstance(value, str) and value.replace(".", "", 1).isdigit():
+            return timedelta(seconds=float(value))
+        return value
+
+    @field_validator("retry_schedule_seconds", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                steps = tuple(float(p) for p in value.split(",") if p.strip())
+            except ValueError:
+                raise ValueError("expected comma-separated seconds, e.g. 60,300,900") from None
+            if not steps or any(step <= 0 for step in steps):
+                raise ValueError("expected positive seconds, e.g. 60,300,900")
+            return steps
+        return value
 
     @field_validator("admin_ids", mode="before")
     @classmethod

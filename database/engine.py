@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,33 @@ class Database:
 
     def __init__(self, engine: AsyncEngine, *, attempts: int = 4) -> None:
         self.engine = engine
-        self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        # A Session class of our own, so commit hooks see only this Database's sessions.
+        session_class = type("DatabaseSession", (Session,), {})
+        self.sessionmaker = async_sessionmaker(
+            engine, expire_on_commit=False, sync_session_class=session_class
+        )
         self.attempts = attempts
+        self._commit_hooks: dict[str, list[Callable[[], None]]] = {}
+        event.listen(session_class, "after_commit", self._after_commit)
+        event.listen(session_class, "after_rollback", self._after_rollback)
+
+    def on_commit(self, flag: str, callback: Callable[[], None]) -> None:
+        """Call `callback` after any transaction that set `session.info[flag]` commits.
+
+        This is how committed work wakes whoever waits for it (the outbox dispatcher) without
+        anything being signalled for a transaction that rolled back.
+        """
+        self._commit_hooks.setdefault(flag, []).append(callback)
+
+    def _after_commit(self, session: Session) -> None:
+        for flag, callbacks in self._commit_hooks.items():
+            if session.info.pop(flag, False):
+                for callback in callbacks:
+                    callback()
+
+    def _after_rollback(self, session: Session) -> None:
+        for flag in self._commit_hooks:
+            session.info.pop(flag, None)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Database:

@@ -21,7 +21,7 @@ async def test_sigterm_lets_a_running_handler_finish_and_its_answer_is_sent(
     fake_telegram.message(ANN, "/slow")
     await fake_telegram.wait_for_text(ANN, "slow handler started")
     bot.signal(signal.SIGTERM)
-    await bot.wait_for_line("shutting down")
+    await bot.wait_for_line("no longer taking updates")
     fake_telegram.message(ANN, "/help")  # arrives after SIGTERM: must not be taken
     assert await bot.wait_exit() == 0
     texts = [m["text"] for m in fake_telegram.sent_messages(ANN)]

@@ -40,7 +40,7 @@ def upgrade() -> None:
     op.create_table('users',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('telegram_id', sa.BigInteger(), nullable=True),
-    sa.Column('whatsapp_phone', sa.String(length=16), nullable=True),
+    sa.Column('phone', sa.String(length=16), nullable=True),
     sa.Column('display_name', sa.String(length=128), nullable=False),
     sa.Column('language', sa.String(length=8), nullable=False),
     sa.Column('language_chosen', sa.Boolean(), nullable=False),
@@ -49,7 +49,7 @@ def upgrade() -> None:
     sa.Column('updated_at', database.base.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
     sa.UniqueConstraint('telegram_id', name=op.f('uq_users_telegram_id')),
-    sa.UniqueConstraint('whatsapp_phone', name=op.f('uq_users_whatsapp_phone'))
+    sa.UniqueConstraint('phone', name=op.f('uq_users_phone'))
     )
     # ### end Alembic commands ###
 

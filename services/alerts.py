@@ -1,0 +1,119 @@
+"""The one alerting path (ARCHITECTURE.md principle 10).
+
+Every "tell the admins" goes through `Alerts.alert`: deduplicated by key within a window, and
+delivered through the outbox to every admin on a channel chain that never ends in a manual task.
+An alert that cannot be delivered is logged loudly by the dispatcher, never alerted about.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import AlertRecord, Role, User
+from services.notifications import outbox
+
+log = logging.getLogger(__name__)
+
+ALERT_KIND = "alert"
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+_ICON = {Severity.INFO: "ℹ️", Severity.WARNING: "⚠️", Severity.HIGH: "🔴", Severity.CRITICAL: "🚨"}
+
+
+class Alerts:
+    def __init__(
+        self,
+        *,
+        admin_telegram_ids: Sequence[int],
+        window: timedelta,
+        default_language: str = "en",
+    ) -> None:
+        self.admin_telegram_ids = tuple(admin_telegram_ids)
+        self.window = window
+        self.default_language = default_language
+
+    async def alert(
+        self,
+        session: AsyncSession,
+        *,
+        key: str,
+        severity: Severity | str,
+        text: str,
+        now: datetime,
+        button: dict[str, str] | None = None,
+    ) -> bool:
+        """Tell every admin, unless the same key was alerted within the window.
+
+        Returns True when the alert was enqueued, False when it was deduplicated. Runs in the
+        caller's unit of work: the alert leaves only if the caller's change commits.
+        `button` is {"text": ..., "callback_data": ...} for an action the admin can take.
+        """
+        severity = Severity(severity)
+        record = await session.get(AlertRecord, key, with_for_update=True)
+        if record is not None and record.last_sent_at > now - self.window:
+            record.suppressed += 1
+            return False
+        if record is None:
+            try:
+                async with session.begin_nested():
+                    record = AlertRecord(
+                        key=key, severity=severity.value, text=text, last_sent_at=now, suppressed=0
+                    )
+                    session.add(record)
+            except IntegrityError:
+                return False  # another process raised the same alert at the same moment
+        else:
+            record.severity, record.text, record.last_sent_at = severity.value, text, now
+        admins = await self._admins(session, now)
+        if not admins:
+            log.error("alert %s (%s) has no admin to go to: %s", key, severity.value, text)
+            return False
+        body = f"{_ICON[severity]} {severity.value.upper()}: {text}"
+        for admin in admins:
+            await outbox.enqueue(
+                session,
+                recipient_id=admin.id,
+                kind=ALERT_KIND,
+                idempotency_key=f"alert:{key}:{now.isoformat()}:{admin.id}"[:200],
+                text=body,
+                buttons=[button] if button else None,
+                priority=1,
+                manual=False,
+                now=now,
+            )
+        return True
+
+    async def _admins(self, session: AsyncSession, now: datetime) -> list[User]:
+        """Admins by role, plus ADMIN_IDS who never talked to the bot (rows made for them)."""
+        users = list(
+            (await session.scalars(select(User).where(User.roles.contains(Role.ADMIN.value)))).all()
+        )
+        known = {u.telegram_id for u in users}
+        for telegram_id in self.admin_telegram_ids:
+            if telegram_id in known:
+                continue
+            user = await session.scalar(select(User).where(User.telegram_id == telegram_id))
+            if user is None:
+                user = User(
+                    telegram_id=telegram_id, display_name="", language=self.default_language,
+                    roles=f"{Role.REQUESTER.value},{Role.ADMIN.value}", created_at=now,
+                    updated_at=now,
+                )
+                session.add(user)
+                await session.flush()
+            users.append(user)
+        return [u for u in users if Role.ADMIN in u.role_set]

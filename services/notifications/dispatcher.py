@@ -1,0 +1,665 @@
+"""The dispatcher: claims due notifications with a lease, sends them, records what happened.
+
+Promises:
+- A row is claimed by one worker at a time (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: one
+  writer at a time) and carries a lease; a crashed worker's rows become due again when the lease
+  ends (`outbox.release_expired_leases`, run at start and by the lease-rescue sweep).
+- Every try is a delivery_attempts row. The failure class decides what happens next
+  (ARCHITECTURE.md principle 5): transient -> quick retries in the call, then the persisted
+  schedule; rate limited -> wait as told, not counted; permanent -> next channel now; broken ->
+  open the channel's circuit, alert once, next channel; unknown -> transient with a budget of 2.
+- When the chain is spent, or the notification is older than its maximum age, it is failed:
+  a dead letter, with admins alerted once per kind per window (never for alerts themselves).
+- Outcomes are written in one transaction per batch; only rows still leased by this dispatcher
+  are updated, so a worker that lost its lease cannot overwrite someone else's result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.engine import Database
+from database.models import (
+    ChannelState,
+    DeliveryAttempt,
+    Notification,
+    NotificationStatus,
+    User,
+)
+from services import leases
+from services.alerts import ALERT_KIND, Alerts, Severity
+from services.clock import Clock
+from services.notifications import outbox
+from services.notifications.channels.base import Channel, Outgoing, Recipient, SendResult
+from services.notifications.failures import ChannelError, Failure, FailureClass
+from services.notifications.text import split_text
+
+log = logging.getLogger(__name__)
+
+DISPATCH_LEASE = "dispatcher"
+
+
+@dataclass(frozen=True)
+class DispatcherConfig:
+    workers: int = 4
+    batch_size: int = 50
+    lease: timedelta = timedelta(seconds=60)
+    idle_seconds: float = 5.0
+    channel_max_attempts: int = 4
+    unknown_max_attempts: int = 2
+    max_age: timedelta = timedelta(hours=24)
+    retry_schedule: tuple[float, ...] = (60, 300, 900, 1800, 3600, 7200)
+    send_tries: int = 3
+    send_retry_wait: float = 1.0
+    circuit_probe_seconds: float = 60.0
+    # When a rate limit comes without a retry_after, and a paused channel's re-check interval.
+    default_wait_seconds: float = 30.0
+    # Without Redis only one process may dispatch: it holds the "dispatcher" lease.
+    exclusive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What a worker knows about one claimed notification."""
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    idempotency_key: str
+    chain: tuple[str, ...]
+    channel_index: int
+    channel_attempts: int
+    parts_sent: int
+    attempts: int
+    allow_fallback: bool
+    created_at: datetime
+    recipient: Recipient
+    opt_outs: frozenset[str]
+
+
+@dataclass
+class Outcome:
+    job: Job
+    status: str = NotificationStatus.PENDING.value
+    channel_index: int = 0
+    channel_attempts: int = 0
+    parts_sent: int = 0
+    tries: int = 0
+    next_attempt_at: datetime | None = None
+    failure: Failure | None = None
+    dead_reason: str | None = None
+    result: SendResult | None = None
+    sent_at: datetime | None = None
+    attempt_rows: list[dict[str, Any]] = field(default_factory=list)
+    opt_outs: list[str] = field(default_factory=list)
+    broken: list[tuple[str, Failure]] = field(default_factory=list)
+    healed: list[str] = field(default_factory=list)
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: Database,
+        channels: Mapping[str, Channel],
+        clock: Clock,
+        alerts: Alerts,
+        config: DispatcherConfig | None = None,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        self.db = db
+        self.channels = dict(channels)
+        self.clock = clock
+        self.alerts = alerts
+        self.config = config or DispatcherConfig()
+        self.owner = owner or new_owner()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._listener: Any = None
+        self._is_leader = not self.config.exclusive
+        self._leader_checked = 0.0
+        db.on_commit(outbox.WAKE_FLAG, self.wake)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """New work was committed: look for due rows now instead of at the next idle tick."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        released = await self.db.run(
+            lambda s: outbox.release_expired_leases(s, now=self.clock.now())
+        )
+        if released:
+            log.warning("rescued %d notification(s) left leased by a stopped dispatcher", released)
+        await self._listen()
+        self._stopping.clear()
+        self._workers = [
+            asyncio.create_task(self._work(i), name=f"dispatcher-{i}")
+            for i in range(self.config.workers)
+        ]
+        log.info("dispatcher %s started with %d worker(s)", self.owner, self.config.workers)
+
+    async def stop(self, timeout: float = 20.0) -> None:
+        """Stop claiming; let batches in hand finish (bounded), then release what is left."""
+        self._stopping.set()
+        self._wake.set()
+        if self._workers:
+            _, pending = await asyncio.wait(self._workers, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
+            self._workers = []
+        released = await self.db.run(self._release_mine)
+        if released:
+            log.warning("released %d notification(s) still held at shutdown", released)
+        if self.config.exclusive and self._is_leader:
+            await self.db.run(
+                lambda s: leases.release(s, name=DISPATCH_LEASE, owner=self.owner)
+            )
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
+        log.info("dispatcher %s stopped", self.owner)
+
+    async def _release_mine(self, session: AsyncSession) -> int:
+        result = await session.execute(
+            update(Notification)
+            .where(
+                Notification.status == NotificationStatus.SENDING,
+                Notification.lease_owner == self.owner,
+            )
+            .values(status="pending", lease_owner=None, lease_until=None)
+        )
+        return result.rowcount or 0
+
+    async def _listen(self) -> None:
+        """On PostgreSQL, LISTEN for commits of other processes' enqueues."""
+        if self.db.dialect != "postgresql":
+            return
+        connection = await self.db.engine.connect()
+        raw = await connection.get_raw_connection()
+        await raw.driver_connection.add_listener(  # type: ignore[union-attr]
+            outbox.PG_CHANNEL, lambda *_: self.wake()
+        )
+        self._listener = connection
+
+    async def _work(self, number: int) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                handled = await self.run_once() if await self._may_dispatch() else 0
+            except Exception:
+                # A worker must outlive any single batch's failure; the batch's rows keep their
+                # lease and are rescued when it ends.
+                log.exception("dispatcher worker %d: batch failed", number)
+                handled = 0
+                await asyncio.sleep(1.0)
+            if handled == 0 and not self._stopping.is_set():
+                await self._sleep_until_due()
+
+    async def _sleep_until_due(self) -> None:
+        timeout = self.config.idle_seconds
+        next_due = await self.db.run(self._next_due)
+        if next_due is not None:
+            timeout = min(timeout, max(0.0, (next_due - self.clock.now()).total_seconds()))
+        if timeout <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            return
+
+    async def _next_due(self, session: AsyncSession) -> datetime | None:
+        return await session.scalar(
+            select(func.min(Notification.next_attempt_at)).where(
+                Notification.status == NotificationStatus.PENDING
+            )
+        )
+
+    async def _may_dispatch(self) -> bool:
+        """Without Redis, one process dispatches: the holder of the dispatcher lease."""
+        if not self.config.exclusive:
+            return True
+        now_mono = time.monotonic()
+        if now_mono - self._leader_checked < self.config.lease.total_seconds() / 3:
+            return self._is_leader
+        self._leader_checked = now_mono
+        was_leader = self._is_leader
+        self._is_leader = await self.db.run(
+            lambda s: leases.try_acquire(
+                s, name=DISPATCH_LEASE, owner=self.owner, now=self.clock.now(),
+                ttl=self.config.lease,
+            )
+        )
+        if self._is_leader != was_leader:
+            log.info("dispatcher %s %s the dispatch lease", self.owner,
+                     "holds" if self._is_leader else "lost")
+        return self._is_leader
+
+    # --- one batch --------------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Claim one batch, deliver it, record the outcomes; returns how many rows it handled."""
+        jobs = await self.db.run(self._claim)
+        if not jobs:
+            return 0
+        states = await self.db.run(self._channel_states)
+        by_recipient: dict[int, list[Job]] = {}
+        for job in jobs:
+            by_recipient.setdefault(job.recipient.user_id, []).append(job)
+
+        async def deliver_in_order(group: list[Job]) -> list[Outcome]:
+            return [await self._deliver(job, states) for job in group]
+
+        groups = await asyncio.gather(*(deliver_in_order(g) for g in by_recipient.values()))
+        outcomes = [outcome for group in groups for outcome in group]
+        await self.db.run(lambda s: self._record(s, outcomes))
+        return len(jobs)
+
+    async def _claim(self, session: AsyncSession) -> list[Job]:
+        now = self.clock.now()
+        due = (
+            select(Notification.id)
+            .where(
+                Notification.status == NotificationStatus.PENDING,
+                Notification.next_attempt_at <= now,
+            )
+            .order_by(Notification.priority, Notification.next_attempt_at)
+            .limit(self.config.batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        rows = (
+            await session.execute(
+                update(Notification)
+                .where(Notification.id.in_(due.scalar_subquery()))
+                .values(
+                    status=NotificationStatus.SENDING.value,
+                    lease_until=now + self.config.lease,
+                    lease_owner=self.owner,
+                    updated_at=now,
+                )
+                .returning(
+                    Notification.id, Notification.kind, Notification.payload,
+                    Notification.idempotency_key, Notification.channel_chain,
+                    Notification.channel_index, Notification.channel_attempts,
+                    Notification.parts_sent, Notification.attempts, Notification.allow_fallback,
+                    Notification.created_at, Notification.recipient_id, Notification.priority,
+                    Notification.next_attempt_at,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        ).all()
+        if not rows:
+            return []
+        rows.sort(key=lambda r: (r.priority, r.next_attempt_at, r.id))
+        users = {
+            u.id: u
+            for u in await session.scalars(
+                select(User).where(User.id.in_({r.recipient_id for r in rows}))
+            )
+        }
+        return [self._job(r, users[r.recipient_id]) for r in rows]
+
+    @staticmethod
+    def _job(row: Any, user: User) -> Job:
+        return Job(
+            id=row.id,
+            kind=row.kind,
+            payload=row.payload,
+            idempotency_key=row.idempotency_key,
+            chain=tuple(c for c in row.channel_chain.split(",") if c),
+            channel_index=row.channel_index,
+            channel_attempts=row.channel_attempts,
+            parts_sent=row.parts_sent,
+            attempts=row.attempts,
+            allow_fallback=row.allow_fallback,
+            created_at=row.created_at,
+            recipient=Recipient(
+                user_id=user.id,
+                display_name=user.display_name,
+                language=user.language,
+                telegram_id=user.telegram_id,
+                phone=user.phone,
+                email=user.email,
+                whatsapp_inbound_at=user.whatsapp_inbound_at,
+            ),
+            opt_outs=frozenset(c for c in (user.opt_outs or "").split(",") if c),
+        )
+
+    async def _channel_states(self, session: AsyncSession) -> dict[str, ChannelState]:
+        states = await session.scalars(select(ChannelState))
+        return {s.channel: s for s in states}
+
+    # --- delivering one notification ---------------------------------------------------------
+
+    async def _deliver(self, job: Job, states: dict[str, ChannelState]) -> Outcome:
+        now = self.clock.now()
+        outcome = Outcome(
+            job,
+            channel_index=job.channel_index,
+            channel_attempts=job.channel_attempts,
+            parts_sent=job.parts_sent,
+        )
+        if now - job.created_at > self.config.max_age:
+            self._dead(outcome, f"older than {self.config.max_age} and not delivered")
+            return outcome
+        while True:
+            picked = self._pick_channel(job, outcome, states, now)
+            if picked is None:
+                return outcome  # dead or waiting: _pick_channel set the outcome
+            channel = picked
+            failure = await self._send(job, channel, outcome)
+            if failure is None:
+                state = states.get(channel.name)
+                if state is not None and state.circuit_trips:
+                    outcome.healed.append(channel.name)
+                outcome.status = NotificationStatus.SENT.value
+                outcome.sent_at = self.clock.now()
+                return outcome
+            outcome.failure = failure
+            now = self.clock.now()
+            if failure.kind is FailureClass.RATE_LIMITED:
+                wait = failure.retry_after or self.config.default_wait_seconds
+                self._wait(outcome, now + timedelta(seconds=wait))
+                return outcome
+            if failure.kind in (FailureClass.TRANSIENT, FailureClass.UNKNOWN):
+                outcome.channel_attempts += 1
+                budget = (
+                    self.config.unknown_max_attempts
+                    if failure.kind is FailureClass.UNKNOWN
+                    else self.config.channel_max_attempts
+                )
+                if failure.kind is FailureClass.UNKNOWN:
+                    log.warning("unknown %s error code %s (%s): treated as transient",
+                                failure.provider, failure.code, failure.text)
+                if outcome.channel_attempts < budget:
+                    step = self.config.retry_schedule[
+                        min(outcome.channel_attempts - 1, len(self.config.retry_schedule) - 1)
+                    ]
+                    self._wait(outcome, now + timedelta(seconds=step))
+                    return outcome
+            elif failure.kind is FailureClass.PERMANENT:
+                if failure.opt_out:
+                    outcome.opt_outs.append(channel.name)
+            elif failure.kind is FailureClass.BROKEN:
+                outcome.broken.append((channel.name, failure))
+                states[channel.name] = self._open_circuit(states.get(channel.name), channel.name,
+                                                          failure, now)
+            if not self._advance(outcome):
+                return outcome
+
+    def _advance(self, outcome: Outcome) -> bool:
+        """Move to the next channel; False (and the outcome is final) when that is not allowed."""
+        job = outcome.job
+        if not job.allow_fallback or outcome.channel_index + 1 >= len(job.chain):
+            failure = outcome.failure
+            reason = f"{failure.provider} {failure.code}: {failure.text}" if failure else "?"
+            self._dead(outcome, f"no channel left after {reason}")
+            return False
+        outcome.channel_index += 1
+        outcome.channel_attempts = 0
+        outcome.parts_sent = 0
+        return True
+
+    def _pick_channel(
+        self, job: Job, outcome: Outcome, states: dict[str, ChannelState], now: datetime
+    ) -> Channel | None:
+        """The first usable channel from the current index on; None when the outcome is set."""
+        start = outcome.channel_index
+        for index in range(start, len(job.chain)):
+            name = job.chain[index]
+            channel = self.channels.get(name)
+            usable = (
+                channel is not None
+                and channel.enabled
+                and channel.can_reach(job.recipient)
+                and name not in job.opt_outs
+                and name not in outcome.opt_outs
+            )
+            if not usable:
+                if not job.allow_fallback and index == start:
+                    break
+                continue
+            state = states.get(name)
+            if state is not None and state.paused:
+                # An admin paused this channel: its rows wait for the resume, they do not move.
+                recheck = now + timedelta(seconds=self.config.default_wait_seconds)
+                return self._wait(outcome, recheck, index=index)
+            if state is not None and state.circuit_open_until and state.circuit_open_until > now:
+                if not job.allow_fallback:
+                    return self._wait(outcome, state.circuit_open_until, index=index)
+                continue
+            if index != outcome.channel_index:
+                outcome.channel_index = index
+                outcome.channel_attempts = 0
+                outcome.parts_sent = 0
+            return channel
+        failure = outcome.failure
+        why = f"; last error {failure.provider} {failure.code}: {failure.text}" if failure else ""
+        return self._dead(outcome, f"no usable channel can reach the recipient{why}")
+
+    def _wait(self, outcome: Outcome, until: datetime, *, index: int | None = None) -> None:
+        outcome.status = NotificationStatus.PENDING.value
+        outcome.next_attempt_at = until
+        if index is not None and index != outcome.channel_index:
+            outcome.channel_index = index
+            outcome.channel_attempts = 0
+            outcome.parts_sent = 0
+        return None
+
+    def _dead(self, outcome: Outcome, reason: str) -> None:
+        outcome.status = NotificationStatus.FAILED.value
+        outcome.dead_reason = reason
+        return None
+
+    def _open_circuit(
+        self, state: ChannelState | None, name: str, failure: Failure, now: datetime
+    ) -> ChannelState:
+        trips = (state.circuit_trips if state else 0) + 1
+        until = now + timedelta(seconds=self.config.circuit_probe_seconds * 2 ** (trips - 1))
+        return ChannelState(
+            channel=name,
+            paused=state.paused if state else False,
+            circuit_open_until=until,
+            circuit_trips=trips,
+            reason=f"{failure.provider} {failure.code}: {failure.text}",
+            updated_at=now,
+        )
+
+    def _outgoing(self, job: Job, channel: Channel) -> list[Outgoing]:
+        payload = job.payload
+        base = Outgoing(
+            notification_id=job.id,
+            kind=job.kind,
+            idempotency_key=job.idempotency_key,
+            subject=payload.get("subject"),
+            extra={"buttons": payload["buttons"]} if payload.get("buttons") else {},
+        )
+        if "text" in payload:
+            parts = split_text(payload["text"], channel.max_text_length)
+            return [replace(base, text=part, part=i) for i, part in enumerate(parts)]
+        if "template" in payload:
+            return [replace(base, template=payload["template"])]
+        return [replace(base, media=payload["media"])]
+
+    async def _send(self, job: Job, channel: Channel, outcome: Outcome) -> Failure | None:
+        """Send the parts not yet sent on this channel, with quick retries of transient errors."""
+        parts = self._outgoing(job, channel)
+        for message in parts[outcome.parts_sent:]:
+            for attempt in range(1, self.config.send_tries + 1):
+                started = time.monotonic()
+                try:
+                    result = await channel.send(job.recipient, message)
+                except ChannelError as exc:
+                    failure = exc.failure
+                except Exception as exc:  # a bug in a channel must not lose the row
+                    log.exception("channel %s raised an unexpected error", channel.name)
+                    failure = Failure(FailureClass.UNKNOWN, channel.name, type(exc).__name__,
+                                      str(exc)[:200])
+                else:
+                    outcome.tries += 1
+                    outcome.attempt_rows.append(self._attempt(job, channel.name, "sent", started,
+                                                              result=result))
+                    outcome.parts_sent += 1
+                    outcome.result = result
+                    break
+                outcome.tries += failure.kind is not FailureClass.RATE_LIMITED
+                outcome.attempt_rows.append(
+                    self._attempt(job, channel.name,
+                                  "rate_limited" if failure.kind is FailureClass.RATE_LIMITED
+                                  else "failed", started, failure=failure)
+                )
+                if failure.kind is not FailureClass.TRANSIENT or attempt == self.config.send_tries:
+                    return failure
+                wait = self.config.send_retry_wait * 2 ** (attempt - 1)
+                await asyncio.sleep(wait * random.uniform(0.5, 1.5))
+        return None
+
+    def _attempt(
+        self,
+        job: Job,
+        channel: str,
+        outcome: str,
+        started: float,
+        *,
+        result: SendResult | None = None,
+        failure: Failure | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "notification_id": job.id,
+            "channel": channel,
+            "sender": result.sender if result else None,
+            "address": result.address if result else None,
+            "outcome": outcome,
+            "error_class": failure.kind.value if failure else None,
+            "error_code": failure.code[:32] if failure else None,
+            "error_text": failure.text[:500] if failure else None,
+            "latency_ms": int((time.monotonic() - started) * 1000),
+            "at": self.clock.now(),
+        }
+
+    # --- recording --------------------------------------------------------------------------
+
+    async def _record(self, session: AsyncSession, outcomes: list[Outcome]) -> None:
+        now = self.clock.now()
+        table = Notification.__table__
+        updates = []
+        for o in outcomes:
+            job, failure = o.job, o.failure
+            updates.append({
+                "b_id": job.id,
+                "b_owner": self.owner,
+                "status": o.status,
+                "channel_index": o.channel_index,
+                "channel": job.chain[min(o.channel_index, len(job.chain) - 1)],
+                "channel_attempts": o.channel_attempts,
+                "parts_sent": o.parts_sent,
+                "attempts": job.attempts + o.tries,
+                "next_attempt_at": o.next_attempt_at or now,
+                "lease_until": None,
+                "lease_owner": None,
+                "last_error_class": failure.kind.value if failure else None,
+                "last_error_code": failure.code[:32] if failure else None,
+                "last_error_text": (o.dead_reason or (failure.text if failure else None)),
+                "provider_message_id": o.result.provider_message_id if o.result else None,
+                "sent_at": o.sent_at,
+                "failed_at": now if o.status == NotificationStatus.FAILED else None,
+                "updated_at": now,
+            })
+        await session.execute(
+            update(table)
+            .where(
+                and_(
+                    table.c.id == bindparam("b_id"),
+                    table.c.lease_owner == bindparam("b_owner"),
+                    table.c.status == NotificationStatus.SENDING.value,
+                )
+            ),
+            updates,
+        )
+        attempt_rows = [row for o in outcomes for row in o.attempt_rows]
+        if attempt_rows:
+            await session.execute(insert(DeliveryAttempt), attempt_rows)
+        for o in outcomes:
+            await self._record_side_effects(session, o, now)
+
+    async def _record_side_effects(self, session: AsyncSession, o: Outcome, now: datetime) -> None:
+        job = o.job
+        if o.opt_outs:
+            user = await session.get(User, job.recipient.user_id, with_for_update=True)
+            if user is not None:
+                current = {c for c in (user.opt_outs or "").split(",") if c}
+                user.opt_outs = ",".join(sorted(current | set(o.opt_outs)))
+                user.updated_at = now
+                log.info("user %s opted out of %s", user.id, ", ".join(o.opt_outs))
+        for name, failure in o.broken:
+            await self._save_circuit(session, name, failure, now)
+        for name in o.healed:
+            state = await session.get(ChannelState, name, with_for_update=True)
+            if state is not None and state.circuit_trips:
+                state.circuit_trips, state.circuit_open_until = 0, None
+                state.reason, state.updated_at = None, now
+                log.info("channel %s works again: circuit closed", name)
+        if o.status == NotificationStatus.FAILED:
+            text = f"notification {job.id} ({job.kind}) failed: {o.dead_reason}"
+            if job.kind == ALERT_KIND:
+                # Never alert about an alert: that way lies a loop. Say it loudly instead.
+                log.error("ALERT UNDELIVERABLE to user %s: %s", job.recipient.user_id, text)
+                return
+            log.warning("dead letter: %s", text)
+            await self.alerts.alert(
+                session,
+                key=f"dead_letter:{job.kind}",
+                severity=Severity.HIGH,
+                text=f"Notifications of kind {job.kind} are failing. Latest: {text}",
+                now=now,
+                button={"text": "Retry failed", "callback_data": f"nf:retry:{job.kind}"[:64]},
+            )
+
+    async def _save_circuit(
+        self, session: AsyncSession, name: str, failure: Failure, now: datetime
+    ) -> None:
+        state = await session.get(ChannelState, name, with_for_update=True)
+        if state is None:
+            state = ChannelState(channel=name, paused=False, circuit_trips=0, updated_at=now)
+            session.add(state)
+        if state.circuit_open_until and state.circuit_open_until > now:
+            return  # another worker opened it already
+        state.circuit_trips += 1
+        state.circuit_open_until = now + timedelta(
+            seconds=self.config.circuit_probe_seconds * 2 ** (state.circuit_trips - 1)
+        )
+        state.reason = f"{failure.provider} {failure.code}: {failure.text}"
+        state.updated_at = now
+        log.error("channel %s is broken (%s); circuit open until %s", name, state.reason,
+                  state.circuit_open_until.isoformat())
+        await self.alerts.alert(
+            session,
+            key=f"channel_broken:{name}",
+            severity=Severity.CRITICAL,
+            text=(
+                f"The {name} channel is broken ({state.reason}). Queued messages move to the "
+                f"next channel; it will be tried again after "
+                f"{state.circuit_open_until:%Y-%m-%d %H:%M} UTC."
+            ),
+            now=now,
+        )

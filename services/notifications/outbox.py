@@ -1,0 +1,379 @@
+"""The transactional outbox: notifications are rows written in the caller's unit of work.
+
+`enqueue` never sends: it stores the row in the caller's transaction, so a rollback leaves nothing
+to send and a commit makes the row the dispatcher's to deliver. The same idempotency key twice
+stores one row. The rest of this module is what admins act with (cancel, retry, archive, pause)
+and what they look at (statistics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy import text as sql
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import (
+    ChannelState,
+    DeliveryAttempt,
+    ManualTask,
+    Notification,
+    NotificationStatus,
+    User,
+)
+from services import audit
+from services.notifications.channels.base import DEFAULT_ORDER, ChannelName
+
+# Set in session.info by enqueue; the Database wakes the dispatcher after such a commit.
+WAKE_FLAG = "outbox_wake"
+PG_CHANNEL = "outbox"
+
+PRIORITY_INTERACTIVE = 0  # a person is waiting for this answer
+PRIORITY_NORMAL = 5
+PRIORITY_BULK = 9
+
+
+class NotificationNotFound(LookupError):
+    pass
+
+
+class InvalidNotification(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    id: int
+    created: bool  # False: the idempotency key was already stored; nothing new will be sent
+
+
+def channel_chain(
+    user: User, *, channels: Sequence[str] | None = None, allow_fallback: bool = True,
+    manual: bool = True,
+) -> list[str]:
+    """The channels to try, in order: the user's preference (or the default order), restricted
+    to `channels` when given, ending with the manual channel when fallback is allowed."""
+    preferred = [c for c in (user.channel_order or "").split(",") if c]
+    order = preferred + [c.value for c in DEFAULT_ORDER if c.value not in preferred]
+    order = [c for c in order if c != ChannelName.MANUAL]
+    if channels is not None:
+        order = [c for c in order if c in channels]
+    if not allow_fallback:
+        return order[:1] if channels is None else order
+    if manual and (channels is None or ChannelName.MANUAL in channels):
+        order.append(ChannelName.MANUAL.value)
+    return order
+
+
+async def enqueue(
+    session: AsyncSession,
+    *,
+    recipient_id: int,
+    kind: str,
+    idempotency_key: str,
+    now: datetime,
+    text: str | None = None,
+    template: dict[str, Any] | None = None,
+    media: dict[str, Any] | None = None,
+    subject: str | None = None,
+    buttons: list[dict[str, str]] | None = None,
+    priority: int = PRIORITY_NORMAL,
+    channels: Sequence[str] | None = None,
+    allow_fallback: bool = True,
+    manual: bool = True,
+    delay: timedelta = timedelta(0),
+) -> Enqueued:
+    """Store a notification in the caller's transaction (see the module docstring)."""
+    if sum(x is not None for x in (text, template, media)) != 1:
+        raise InvalidNotification("give exactly one of text, template or media")
+    if not idempotency_key or len(idempotency_key) > 200:
+        raise InvalidNotification("the idempotency key must be 1-200 characters")
+    user = await session.get(User, recipient_id)
+    if user is None:
+        raise InvalidNotification(f"no user {recipient_id}")
+    chain = channel_chain(user, channels=channels, allow_fallback=allow_fallback, manual=manual)
+    if not chain:
+        raise InvalidNotification("no channel allowed for this notification")
+    payload: dict[str, Any] = {}
+    if text is not None:
+        payload["text"] = text
+    if template is not None:
+        payload["template"] = template
+    if media is not None:
+        payload["media"] = media
+    if subject is not None:
+        payload["subject"] = subject
+    if buttons:
+        # Inline buttons ({"text", "callback_data"}) where the channel can show them (Telegram).
+        payload["buttons"] = buttons
+    values = dict(
+        recipient_id=recipient_id,
+        kind=kind,
+        payload=payload,
+        priority=priority,
+        idempotency_key=idempotency_key,
+        allow_fallback=allow_fallback,
+        channel_chain=",".join(chain),
+        channel_index=0,
+        channel=chain[0],
+        status=NotificationStatus.PENDING.value,
+        attempts=0,
+        channel_attempts=0,
+        parts_sent=0,
+        next_attempt_at=now + delay,
+        created_at=now,
+        updated_at=now,
+    )
+    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    statement = (
+        insert(Notification)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(Notification.id)
+    )
+    new_id = await session.scalar(statement)
+    if new_id is None:
+        existing = await session.scalar(
+            select(Notification.id).where(Notification.idempotency_key == idempotency_key)
+        )
+        assert existing is not None  # the conflict says it exists
+        return Enqueued(existing, created=False)
+    session.info[WAKE_FLAG] = True
+    if session.bind.dialect.name == "postgresql":
+        # Delivered to LISTENing dispatchers in other processes when this transaction commits.
+        await session.execute(sql(f"NOTIFY {PG_CHANNEL}"))
+    return Enqueued(new_id, created=True)
+
+
+async def _get(session: AsyncSession, notification_id: int) -> Notification:
+    row = await session.get(Notification, notification_id, with_for_update=True)
+    if row is None:
+        raise NotificationNotFound(notification_id)
+    return row
+
+
+async def cancel(
+    session: AsyncSession, notification_id: int, *, now: datetime, actor_id: int | None = None
+) -> bool:
+    """Cancel a notification not yet sent; False if it was already sent, failed or cancelled."""
+    row = await _get(session, notification_id)
+    if row.status not in (NotificationStatus.PENDING, NotificationStatus.SENDING):
+        return False
+    _transition(session, row, NotificationStatus.CANCELLED, now=now, actor_id=actor_id)
+    row.lease_until = row.lease_owner = None
+    return True
+
+
+async def retry(
+    session: AsyncSession, notification_id: int, *, now: datetime, actor_id: int | None = None
+) -> bool:
+    """Send a dead letter again, from the first channel, with fresh budgets."""
+    row = await _get(session, notification_id)
+    if row.status != NotificationStatus.FAILED:
+        return False
+    _restart(row, now)
+    audit.record(
+        session, operation="notification.retry", entity_type="notification",
+        entity_id=row.id, before={"status": "failed"}, after={"status": "pending"},
+        actor_id=actor_id, at=now,
+    )
+    session.info[WAKE_FLAG] = True
+    return True
+
+
+def _restart(row: Notification, now: datetime) -> None:
+    row.status = NotificationStatus.PENDING.value
+    row.channel_index = 0
+    row.channel = row.chain[0]
+    row.channel_attempts = 0
+    row.parts_sent = 0
+    row.next_attempt_at = now
+    # A retried dead letter gets a new life: its age counts from now.
+    row.created_at = now
+    row.failed_at = None
+    row.updated_at = now
+
+
+async def retry_all_failed(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    kind: str | None = None,
+    channel: str | None = None,
+    actor_id: int | None = None,
+    limit: int = 10_000,
+) -> int:
+    """Retry every dead letter matching the filter; returns how many."""
+    query = select(Notification).where(Notification.status == NotificationStatus.FAILED)
+    if kind is not None:
+        query = query.where(Notification.kind == kind)
+    if channel is not None:
+        query = query.where(Notification.channel == channel)
+    rows = (await session.scalars(query.limit(limit).with_for_update())).all()
+    for row in rows:
+        _restart(row, now)
+    if rows:
+        audit.record(
+            session, operation="notification.retry_all", entity_type="notification",
+            entity_id="*", after={"count": len(rows), "kind": kind, "channel": channel},
+            actor_id=actor_id, at=now,
+        )
+        session.info[WAKE_FLAG] = True
+    return len(rows)
+
+
+async def archive(
+    session: AsyncSession, notification_id: int, *, now: datetime, actor_id: int | None = None
+) -> bool:
+    row = await _get(session, notification_id)
+    if row.status not in (NotificationStatus.FAILED, NotificationStatus.CANCELLED):
+        return False
+    _transition(session, row, NotificationStatus.ARCHIVED, now=now, actor_id=actor_id)
+    return True
+
+
+async def archive_dead_letters(
+    session: AsyncSession, *, now: datetime, older_than: timedelta
+) -> int:
+    """Archive dead letters that failed more than `older_than` ago (the daily sweep)."""
+    result = await session.execute(
+        update(Notification)
+        .where(
+            Notification.status == NotificationStatus.FAILED,
+            Notification.failed_at < now - older_than,
+        )
+        .values(status=NotificationStatus.ARCHIVED.value, updated_at=now)
+    )
+    return result.rowcount or 0
+
+
+def _transition(
+    session: AsyncSession,
+    row: Notification,
+    status: NotificationStatus,
+    *,
+    now: datetime,
+    actor_id: int | None,
+) -> None:
+    before = row.status
+    row.status = status.value
+    row.updated_at = now
+    audit.record(
+        session, operation=f"notification.{status.value}", entity_type="notification",
+        entity_id=row.id, before={"status": before}, after={"status": status.value},
+        actor_id=actor_id, at=now,
+    )
+
+
+async def release_expired_leases(session: AsyncSession, *, now: datetime) -> int:
+    """Rows whose dispatcher died mid-send are due again (lease rescue)."""
+    result = await session.execute(
+        update(Notification)
+        .where(Notification.status == NotificationStatus.SENDING, Notification.lease_until < now)
+        .values(
+            status=NotificationStatus.PENDING.value,
+            lease_until=None,
+            lease_owner=None,
+            next_attempt_at=now,
+            updated_at=now,
+        )
+    )
+    count = result.rowcount or 0
+    if count:
+        session.info[WAKE_FLAG] = True
+    return count
+
+
+async def set_channel_paused(
+    session: AsyncSession, channel: str, *, paused: bool, now: datetime,
+    actor_id: int | None = None,
+) -> None:
+    """Pause a channel (its rows wait, they do not move on) or resume it."""
+    if channel not in {c.value for c in ChannelName}:
+        raise InvalidNotification(f"unknown channel {channel!r}")
+    state = await session.get(ChannelState, channel, with_for_update=True)
+    if state is None:
+        state = ChannelState(channel=channel, paused=paused, updated_at=now, circuit_trips=0)
+        session.add(state)
+    state.paused = paused
+    state.updated_at = now
+    audit.record(
+        session, operation="channel.pause" if paused else "channel.resume",
+        entity_type="channel", entity_id=channel, after={"paused": paused},
+        actor_id=actor_id, at=now,
+    )
+    if not paused:
+        session.info[WAKE_FLAG] = True
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def statistics(session: AsyncSession, *, now: datetime) -> dict[str, Any]:
+    """What the admin menus, /health and /metrics show about delivery."""
+    depth: dict[str, dict[str, int]] = {}
+    for status, channel, count in await session.execute(
+        select(Notification.status, Notification.channel, func.count())
+        .where(Notification.status.in_(["pending", "sending", "failed"]))
+        .group_by(Notification.status, Notification.channel)
+    ):
+        depth.setdefault(status, {})[channel] = count
+    oldest_due = await session.scalar(
+        select(func.min(Notification.next_attempt_at)).where(
+            Notification.status == NotificationStatus.PENDING,
+            Notification.next_attempt_at <= now,
+        )
+    )
+    recent = (
+        await session.execute(
+            select(Notification.created_at, Notification.sent_at)
+            .where(Notification.sent_at >= now - timedelta(hours=1))
+            .order_by(Notification.sent_at.desc())
+            .limit(5000)
+        )
+    ).all()
+    waits = [(sent - created).total_seconds() for created, sent in recent]
+
+    async def attempts_since(outcome: str, since: timedelta) -> int:
+        return await session.scalar(
+            select(func.count()).select_from(DeliveryAttempt).where(
+                DeliveryAttempt.outcome == outcome, DeliveryAttempt.at >= now - since
+            )
+        ) or 0
+
+    failed_since = {
+        name: await session.scalar(
+            select(func.count()).select_from(Notification).where(
+                Notification.status == NotificationStatus.FAILED,
+                Notification.failed_at >= now - since,
+            )
+        ) or 0
+        for name, since in (("minute", timedelta(minutes=1)), ("hour", timedelta(hours=1)))
+    }
+    return {
+        "depth": depth,
+        "due": sum(depth.get("pending", {}).values()),
+        "oldest_due_age_seconds": (now - oldest_due).total_seconds() if oldest_due else 0.0,
+        "wait_seconds": {
+            "p50": _percentile(waits, 0.50),
+            "p95": _percentile(waits, 0.95),
+            "p99": _percentile(waits, 0.99),
+        },
+        "sent_last_minute": await attempts_since("sent", timedelta(minutes=1)),
+        "sent_last_hour": await attempts_since("sent", timedelta(hours=1)),
+        "failed_last_minute": failed_since["minute"],
+        "failed_last_hour": failed_since["hour"],
+        "dead_letters": sum(depth.get("failed", {}).values()),
+        "open_manual_tasks": await session.scalar(
+            select(func.count()).select_from(ManualTask).where(ManualTask.status == "open")
+        ) or 0,
+    }
