@@ -109,6 +109,44 @@ class Outcome:
     healed: list[str] = field(default_factory=list)
 
 
+def claim_statement(*, now: datetime, owner: str, lease_until: datetime, limit: int) -> Any:
+    """Lease up to `limit` due rows, most urgent first, skipping rows other workers hold.
+
+    One statement: UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n)
+    RETURNING. SQLite has no row locks and ignores FOR UPDATE; its single writer (BEGIN
+    IMMEDIATE) gives the same one-claimer-per-row semantics within one process.
+    """
+    due = (
+        select(Notification.id)
+        .where(
+            Notification.status == NotificationStatus.PENDING,
+            Notification.next_attempt_at <= now,
+        )
+        .order_by(Notification.priority, Notification.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(Notification)
+        .where(Notification.id.in_(due.scalar_subquery()))
+        .values(
+            status=NotificationStatus.SENDING.value,
+            lease_until=lease_until,
+            lease_owner=owner,
+            updated_at=now,
+        )
+        .returning(
+            Notification.id, Notification.kind, Notification.payload,
+            Notification.idempotency_key, Notification.channel_chain,
+            Notification.channel_index, Notification.channel_attempts,
+            Notification.parts_sent, Notification.attempts, Notification.allow_fallback,
+            Notification.created_at, Notification.recipient_id, Notification.priority,
+            Notification.next_attempt_at,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
 def new_owner() -> str:
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -277,37 +315,11 @@ class Dispatcher:
 
     async def _claim(self, session: AsyncSession) -> list[Job]:
         now = self.clock.now()
-        due = (
-            select(Notification.id)
-            .where(
-                Notification.status == NotificationStatus.PENDING,
-                Notification.next_attempt_at <= now,
-            )
-            .order_by(Notification.priority, Notification.next_attempt_at)
-            .limit(self.config.batch_size)
-            .with_for_update(skip_locked=True)
+        statement = claim_statement(
+            now=now, owner=self.owner, lease_until=now + self.config.lease,
+            limit=self.config.batch_size,
         )
-        rows = (
-            await session.execute(
-                update(Notification)
-                .where(Notification.id.in_(due.scalar_subquery()))
-                .values(
-                    status=NotificationStatus.SENDING.value,
-                    lease_until=now + self.config.lease,
-                    lease_owner=self.owner,
-                    updated_at=now,
-                )
-                .returning(
-                    Notification.id, Notification.kind, Notification.payload,
-                    Notification.idempotency_key, Notification.channel_chain,
-                    Notification.channel_index, Notification.channel_attempts,
-                    Notification.parts_sent, Notification.attempts, Notification.allow_fallback,
-                    Notification.created_at, Notification.recipient_id, Notification.priority,
-                    Notification.next_attempt_at,
-                )
-                .execution_options(synchronize_session=False)
-            )
-        ).all()
+        rows = (await session.execute(statement)).all()
         if not rows:
             return []
         rows.sort(key=lambda r: (r.priority, r.next_attempt_at, r.id))

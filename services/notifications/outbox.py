@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy import text as sql
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -52,13 +52,23 @@ class Enqueued:
     created: bool  # False: the idempotency key was already stored; nothing new will be sent
 
 
+# Built once: compiled statements are cached by SQLAlchemy, so enqueue stays cheap.
+_INSERT = {
+    name: insert(Notification.__table__)
+    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    .returning(Notification.__table__.c.id)
+    for name, insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
+_CHANNEL_ORDER = select(User.channel_order).where(User.id == bindparam("user_id"))
+
+
 def channel_chain(
-    user: User, *, channels: Sequence[str] | None = None, allow_fallback: bool = True,
-    manual: bool = True,
+    channel_order: str | None, *, channels: Sequence[str] | None = None,
+    allow_fallback: bool = True, manual: bool = True,
 ) -> list[str]:
     """The channels to try, in order: the user's preference (or the default order), restricted
     to `channels` when given, ending with the manual channel when fallback is allowed."""
-    preferred = [c for c in (user.channel_order or "").split(",") if c]
+    preferred = [c for c in (channel_order or "").split(",") if c]
     order = preferred + [c.value for c in DEFAULT_ORDER if c.value not in preferred]
     order = [c for c in order if c != ChannelName.MANUAL]
     if channels is not None:
@@ -93,10 +103,12 @@ async def enqueue(
         raise InvalidNotification("give exactly one of text, template or media")
     if not idempotency_key or len(idempotency_key) > 200:
         raise InvalidNotification("the idempotency key must be 1-200 characters")
-    user = await session.get(User, recipient_id)
-    if user is None:
+    channel_order = (await session.execute(_CHANNEL_ORDER, {"user_id": recipient_id})).first()
+    if channel_order is None:
         raise InvalidNotification(f"no user {recipient_id}")
-    chain = channel_chain(user, channels=channels, allow_fallback=allow_fallback, manual=manual)
+    chain = channel_chain(
+        channel_order[0], channels=channels, allow_fallback=allow_fallback, manual=manual
+    )
     if not chain:
         raise InvalidNotification("no channel allowed for this notification")
     payload: dict[str, Any] = {}
@@ -129,14 +141,7 @@ async def enqueue(
         created_at=now,
         updated_at=now,
     )
-    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
-    statement = (
-        insert(Notification)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(Notification.id)
-    )
-    new_id = await session.scalar(statement)
+    new_id = await session.scalar(_INSERT[session.bind.dialect.name], values)
     if new_id is None:
         existing = await session.scalar(
             select(Notification.id).where(Notification.idempotency_key == idempotency_key)
