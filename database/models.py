@@ -253,6 +253,7 @@ class JobRun(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     outcome: Mapped[str] = mapped_column(String(16), default="running")  # running | ok | failed
+    summary: Mapped[str | None] = mapped_column(Text)  # what an ok run did ("released 3")
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_text: Mapped[str | None] = mapped_column(Text)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)

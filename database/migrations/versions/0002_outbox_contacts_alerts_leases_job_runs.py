@@ -44,6 +44,7 @@ def upgrade() -> None:
     sa.Column('started_at', database.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('finished_at', database.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('outcome', sa.String(length=16), nullable=False),
+    sa.Column('summary', sa.Text(), nullable=True),
     sa.Column('error_code', sa.String(length=64), nullable=True),
     sa.Column('error_text', sa.Text(), nullable=True),
     sa.Column('consecutive_failures', sa.Integer(), nullable=False),
