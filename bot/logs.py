@@ -64,3 +64,5 @@ def setup_logging(level: str, fmt: str, secrets: Iterable[str | None] = ()) -> N
     # aiosqlite logs every statement at DEBUG; that is noise, not insight.
     logging.getLogger("aiosqlite").setLevel(max(logging.INFO, root.level))
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+    # APScheduler logs two INFO lines per job run: noise at a run a minute.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))

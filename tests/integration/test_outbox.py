@@ -291,8 +291,8 @@ async def test_long_text_is_split_and_a_retry_never_resends_a_delivered_part(
 ):
     user = await make_user(db, clock)
     text = ("word " * 1000).strip()  # 4,999 characters: two Telegram messages
-    channels[TG].fail(None, failure(FailureClass.TRANSIENT, "500"),
-                      failure(FailureClass.TRANSIENT, "500"), failure(FailureClass.TRANSIENT, "500"))
+    five_hundred = failure(FailureClass.TRANSIENT, "500")
+    channels[TG].fail(None, five_hundred, five_hundred, five_hundred)
     nid = await _enqueue(db, clock, user, text=text)
     await dispatcher.run_once()
     assert len(channels[TG].sent) == 1 and (await _row(db, nid)).parts_sent == 1
