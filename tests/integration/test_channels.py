@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes, policy
 from typing import Any
 
 import pytest
@@ -39,6 +37,8 @@ from services.notifications.channels.whatsapp import WhatsAppChannel
 from services.notifications.channels.whatsapp_limits import MemoryMessagingLimit
 from services.notifications.failures import ChannelError, Failure, FailureClass
 from services.notifications.pacing import MemoryRateLimiter
+from tests.fakes.smtp import Mailbox, free_port
+from tests.fakes.smtp import smtp_server as run_smtp_server
 from tests.fakes.telegram import BOT_ID, TEST_TOKEN, FakeTelegram
 from tests.fakes.twilio import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, DEFAULT_FROM, FakeTwilio
 from tests.fakes.whatsapp import DEFAULT_API_VERSION, DEFAULT_TOKEN, FakeWhatsApp
@@ -65,12 +65,6 @@ async def failure_of(channel: Any, recipient: Recipient, message: Outgoing) -> F
     with pytest.raises(ChannelError) as caught:
         await channel.send(recipient, message)
     return caught.value.failure
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class TickingClock(FakeClock):
@@ -599,38 +593,14 @@ async def test_sms_paces_the_sender(twilio, sms_channels):
 # ================================================================================== E-mail
 
 
-class Mailbox:
-    """An aiosmtpd handler that keeps what it accepts and refuses some recipients."""
-
-    def __init__(self) -> None:
-        self.messages: list[Any] = []
-        self.refuse: dict[str, str] = {}
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address in self.refuse:
-            return self.refuse[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
-        return "250 Message accepted for delivery"
-
-
 def refuse_everyone(server, session, envelope, mechanism, auth_data) -> AuthResult:
     return AuthResult(success=False, handled=False)
 
 
 @pytest.fixture
 async def smtp_server() -> AsyncIterator[tuple[Mailbox, int]]:
-    mailbox = Mailbox()
-    port = free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
-    await asyncio.to_thread(controller.start)
-    try:
+    async with run_smtp_server() as (mailbox, port):
         yield mailbox, port
-    finally:
-        await asyncio.to_thread(controller.stop)
 
 
 MAIL_USER = Recipient(user_id=7, display_name="Ann", email="ann@example.org")

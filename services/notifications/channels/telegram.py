@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 from aiogram import Bot
 from aiogram.exceptions import AiogramError
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from services.notifications.channels.base import ChannelName, Outgoing, Recipient, SendResult
 from services.notifications.channels.sms import render_text
@@ -76,4 +77,17 @@ class TelegramChannel:
             raise ChannelError(
                 Failure(FailureClass.PERMANENT, PROVIDER, "empty", "nothing to send")
             )
-        return await self.bot.send_message(chat_id=chat_id, text=text, parse_mode=None)
+        return await self.bot.send_message(
+            chat_id=chat_id, text=text, parse_mode=None, reply_markup=_keyboard(message)
+        )
+
+
+def _keyboard(message: Outgoing) -> InlineKeyboardMarkup | None:
+    """Inline buttons ({"text", "callback_data"}) a notification carries, e.g. an alert's
+    "Retry failed"; callback data over Telegram's 64 bytes is dropped rather than refused."""
+    buttons = [
+        InlineKeyboardButton(text=str(b["text"]), callback_data=str(b["callback_data"]))
+        for b in message.extra.get("buttons") or []
+        if b.get("text") and 0 < len(str(b.get("callback_data", "")).encode()) <= 64
+    ]
+    return InlineKeyboardMarkup(inline_keyboard=[[b] for b in buttons]) if buttons else None
