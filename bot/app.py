@@ -27,8 +27,9 @@ from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
 from bot.config import ConfigError, Settings
+from bot.delivery import Delivery, build_delivery
 from bot.i18n import build_i18n
-from bot.web import build_web_app
+from bot.web import APP_KEY_CHECKS, build_web_app
 from database.engine import Database
 from database.migrate import upgrade
 from handlers import get_routers
@@ -98,6 +99,7 @@ class Application:
     clock: Clock
     web_runner: web.AppRunner | None = None
     public_base_url: str = ""
+    delivery: Delivery | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -156,9 +158,9 @@ async def _check_token(bot: Bot) -> None:
 async def _set_commands(bot: Bot) -> None:
     for language, commands in (
         (None, [("start", "Register and say hello"), ("language", "Choose your language"),
-                ("help", "What I can do")]),
+                ("profile", "Your contact details"), ("help", "What I can do")]),
         ("fr", [("start", "S'inscrire et dire bonjour"), ("language", "Choisir la langue"),
-                ("help", "Ce que je sais faire")]),
+                ("profile", "Vos coordonnées"), ("help", "Ce que je sais faire")]),
     ):
         await bot.set_my_commands(
             [BotCommand(command=c, description=d) for c, d in commands], language_code=language
@@ -175,22 +177,33 @@ async def start(
     clock = clock or SystemClock()
     bot = build_bot(settings)
     db = Database.from_url(settings.database_url)
+    app: Application | None = None
     try:
         await upgrade(db.engine)
         await _check_token(bot)
         dispatcher, inflight = build_dispatcher(settings, db, clock, extra_routers=extra_routers)
         await _check_storage(dispatcher.storage)
         app = Application(settings, db, bot, dispatcher, inflight, clock)
-        await _start_web(app)
+        web_app = await _start_web(app)
+        app.delivery = build_delivery(
+            settings, db, bot, clock, public_base_url=app.public_base_url
+        )
+        web_app[APP_KEY_CHECKS]["outbox"] = app.delivery.health
         await _set_commands(bot)
+        await app.delivery.start()
     except BaseException:
+        if app is not None:
+            if app.delivery is not None:
+                await app.delivery.stop(timeout=0)
+            if app.web_runner is not None:
+                await app.web_runner.cleanup()
         await bot.session.close()
         await db.dispose()
         raise
     return app
 
 
-async def _start_web(app: Application) -> None:
+async def _start_web(app: Application) -> web.Application:
     settings = app.settings
     web_app = build_web_app(app.db)
     if settings.telegram_mode == "webhook":
@@ -215,6 +228,7 @@ async def _start_web(app: Application) -> None:
     host, port = runner.addresses[0][:2]
     app.public_base_url = (settings.public_base_url or f"http://{host}:{port}").rstrip("/")
     log.info("web server listening on http://%s:%s", host, port)
+    return web_app
 
 
 async def serve(app: Application) -> None:
@@ -257,8 +271,7 @@ async def _wait_stopping(app: Application, polling: asyncio.Task[None] | None) -
 
 
 async def shutdown(app: Application, polling: asyncio.Task[None] | None) -> None:
-    log.info("shutting down: no new updates; waiting for %d running handler(s)",
-             app.inflight.count)
+    log.info("shutting down")
     if polling is not None and not polling.done():
         try:
             await app.dispatcher.stop_polling()
@@ -270,10 +283,15 @@ async def shutdown(app: Application, polling: asyncio.Task[None] | None) -> None
         # The web server stops taking webhook updates before handlers drain.
         await app.web_runner.cleanup()
         app.web_runner = None
+    log.info("no longer taking updates; waiting for %d running handler(s)", app.inflight.count)
     timeout = app.settings.shutdown_timeout_seconds
     if not await app.inflight.wait_idle(timeout):
         log.warning("%d handler(s) still running after %.0f s; closing anyway",
                     app.inflight.count, timeout)
+    if app.delivery is not None:
+        # After the handlers: what they enqueued on their way out is still delivered or
+        # left pending for the next start, never half-sent.
+        await app.delivery.stop(timeout)
     if app.web_runner is not None:
         await app.web_runner.cleanup()
     await app.dispatcher.storage.close()

@@ -2,9 +2,9 @@
 
 from aiogram import Router
 
-from handlers import common, errors, start
+from handlers import common, errors, profile, start
 
 
 def get_routers() -> list[Router]:
     """The production routers, in the order they are tried. The catch-all comes last."""
-    return [errors.router, start.router, common.router]
+    return [errors.router, start.router, profile.router, common.router]

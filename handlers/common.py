@@ -16,6 +16,7 @@ def help_text() -> str:
             _("Here is what I can do:"),
             _("/start - register and say hello"),
             _("/language - choose English or French"),
+            _("/profile - your phone, e-mail and how we reach you"),
             _("/help - show this list"),
         ]
     )

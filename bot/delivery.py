@@ -1,0 +1,175 @@
+"""Composition of the delivery engine: limiters, channels, the dispatcher and the scheduler,
+built from the settings and started and stopped with the bot.
+
+With REDIS_URL every process dispatches and the provider limits live in Redis, shared by all of
+them. Without it the limits live in memory, so only one process may dispatch: the one holding
+the database lease "dispatcher"; the others only enqueue.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from aiogram import Bot
+
+from bot.config import Settings
+from bot.telegram_pacing import PacingMiddleware
+from database.engine import Database
+from services.alerts import Alerts
+from services.clock import Clock
+from services.notifications import outbox
+from services.notifications.channels.base import Channel, ChannelName
+from services.notifications.channels.email import EmailChannel
+from services.notifications.channels.manual import ManualChannel
+from services.notifications.channels.sms import SmsChannel
+from services.notifications.channels.telegram import TelegramChannel
+from services.notifications.channels.whatsapp import WhatsAppChannel
+from services.notifications.channels.whatsapp_limits import MemoryMessagingLimit, tier_limit
+from services.notifications.dispatcher import Dispatcher, DispatcherConfig, new_owner
+from services.notifications.pacing import MemoryRateLimiter, RateLimiter
+from services.scheduler import Scheduler, register_core_jobs
+
+log = logging.getLogger(__name__)
+
+TWILIO_STATUS_PATH = "/webhooks/twilio/status"
+
+
+@dataclass
+class Delivery:
+    alerts: Alerts
+    channels: dict[str, Channel]
+    dispatcher: Dispatcher
+    scheduler: Scheduler
+    dispatching: bool
+    redis: Any = None
+    _started: list[str] = field(default_factory=list)
+
+    async def start(self) -> None:
+        if self.dispatching:
+            await self.dispatcher.start()
+            self._started.append("dispatcher")
+        self.scheduler.start()
+        self._started.append("scheduler")
+
+    async def stop(self, timeout: float) -> None:
+        """Stop claiming and sweeping; finish or release what is in hand; close connections."""
+        if "scheduler" in self._started:
+            await self.scheduler.shutdown(timeout)
+        if "dispatcher" in self._started:
+            await self.dispatcher.stop(timeout)
+        self._started.clear()
+        for channel in self.channels.values():
+            await channel.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def health(self) -> dict[str, object]:
+        """The outbox as /health shows it: degraded when due work waits or letters are dead."""
+        stats = await self.dispatcher.db.run(
+            lambda s: outbox.statistics(s, now=self.dispatcher.clock.now())
+        )
+        degraded = stats["oldest_due_age_seconds"] > 300 or stats["dead_letters"] > 0
+        return {
+            "status": "degraded" if degraded else "ok",
+            "due": stats["due"],
+            "oldest_due_age_seconds": stats["oldest_due_age_seconds"],
+            "dead_letters": stats["dead_letters"],
+            "open_manual_tasks": stats["open_manual_tasks"],
+        }
+
+
+def build_delivery(
+    settings: Settings, db: Database, bot: Bot, clock: Clock, *, public_base_url: str
+) -> Delivery:
+    redis = None
+    limiter: RateLimiter
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        from services.notifications.pacing_redis import RedisMessagingLimit, RedisRateLimiter
+
+        redis = Redis.from_url(settings.redis_url)
+        limiter = RedisRateLimiter(redis)
+        messaging_limit: Any = RedisMessagingLimit(
+            redis, tier_limit(settings.whatsapp_messaging_limit)
+        )
+    else:
+        limiter = MemoryRateLimiter(clock)
+        messaging_limit = MemoryMessagingLimit(tier_limit(settings.whatsapp_messaging_limit))
+
+    # Every Bot API call passes through this one limiter: handler replies and deliveries alike.
+    bot.session.middleware(PacingMiddleware.from_settings(settings, limiter, clock))
+
+    channels: dict[str, Channel] = {
+        ChannelName.TELEGRAM: TelegramChannel(bot),
+        ChannelName.WHATSAPP: WhatsAppChannel(
+            token=settings.whatsapp_token or "",
+            phone_number_ids=list(settings.whatsapp_phone_number_ids),
+            limiter=limiter,
+            clock=clock,
+            api_base=settings.whatsapp_api_base,
+            api_version=settings.whatsapp_api_version,
+            rate_per_second=settings.whatsapp_rate_per_second,
+            recipient_interval=settings.whatsapp_recipient_interval_seconds,
+            daily_cap_per_sender=settings.whatsapp_daily_cap_per_sender,
+            messaging_limit=messaging_limit,
+        ),
+        ChannelName.SMS: SmsChannel(
+            account_sid=settings.twilio_account_sid or "",
+            auth_token=settings.twilio_auth_token or "",
+            from_number=settings.twilio_from or "",
+            limiter=limiter,
+            clock=clock,
+            api_base=settings.twilio_api_base,
+            rate_per_second=settings.twilio_rate_per_second,
+            status_callback_url=f"{public_base_url}{TWILIO_STATUS_PATH}",
+        ),
+        ChannelName.EMAIL: EmailChannel(
+            settings.smtp_host or "",
+            settings.smtp_port,
+            settings.smtp_from or "",
+            username=settings.smtp_user,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+        ),
+        ChannelName.MANUAL: ManualChannel(db, clock),
+    }
+    on = [name for name, channel in channels.items() if channel.enabled]
+    log.info("delivery channels on: %s", ", ".join(on))
+
+    alerts = Alerts(
+        admin_telegram_ids=settings.admin_ids,
+        window=timedelta(seconds=settings.alert_window_seconds),
+        default_language=settings.default_language,
+    )
+    owner = new_owner()
+    config = DispatcherConfig(
+        workers=settings.dispatcher_workers,
+        batch_size=settings.dispatcher_batch_size,
+        lease=timedelta(seconds=settings.dispatcher_lease_seconds),
+        idle_seconds=settings.dispatcher_idle_seconds,
+        channel_max_attempts=settings.channel_max_attempts,
+        max_age=settings.notification_max_age,
+        retry_schedule=settings.retry_schedule_seconds,
+        send_retry_wait=settings.send_retry_wait_seconds,
+        circuit_probe_seconds=settings.circuit_probe_seconds,
+        exclusive=redis is None,
+    )
+    dispatcher = Dispatcher(db, channels, clock, alerts, config, owner=owner)
+    scheduler = Scheduler(
+        db, clock, alerts, owner=owner, shutdown_timeout=settings.shutdown_timeout_seconds
+    )
+    register_core_jobs(
+        scheduler, db, dead_letter_retention=timedelta(days=settings.dead_letter_retention_days)
+    )
+    return Delivery(
+        alerts=alerts,
+        channels=channels,
+        dispatcher=dispatcher,
+        scheduler=scheduler,
+        dispatching=settings.dispatcher_enabled,
+        redis=redis,
+    )

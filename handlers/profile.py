@@ -1,0 +1,376 @@
+"""/profile: what we have on file to reach the person, and their say in it.
+
+They share their phone with Telegram's contact button (only their own contact is accepted: a
+number typed or forwarded could be anyone's), set or clear an e-mail address, put the channels in
+the order they prefer and opt in again where they had opted out. Private chats only, so a phone
+number is never shown in a group. The rules live in services.contacts; this module only talks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from html import escape
+
+from aiogram import F, Router
+from aiogram.enums import ChatType
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import Command, StateFilter
+from aiogram.filters.callback_data import CallbackData
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import (
+    CallbackQuery,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    Message,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+)
+from aiogram.utils.i18n import gettext as _
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from database.engine import Database
+from services import contacts
+from services.clock import Clock
+from services.contacts import CHOOSABLE_CHANNELS, ContactView
+from services.users import UserView
+
+router = Router(name="profile")
+router.message.filter(F.chat.type == ChatType.PRIVATE)
+log = logging.getLogger(__name__)
+
+
+class ProfileStates(StatesGroup):
+    phone = State()  # the contact keyboard is shown
+    email = State()  # waiting for an address
+
+
+class ProfileAction(CallbackData, prefix="pf"):
+    action: str  # "show", "phone", "email", "clear", "order", "optin"
+    channel: str = ""  # for "optin"
+
+
+class OrderMove(CallbackData, prefix="pfo"):
+    channel: str  # the channel to move up one place
+    seen: str  # the order the screen showed, as indexes into CHOOSABLE_CHANNELS: stale -> refused
+
+
+def channel_label(name: str) -> str:
+    # Brand names are not translated.
+    labels = {"telegram": "Telegram", "whatsapp": "WhatsApp", "sms": "SMS", "email": _("E-mail")}
+    return labels.get(name, name)
+
+
+def mask_phone(phone: str) -> str:
+    """+33612345678 -> +•••••••••78: enough for the owner to recognise, not to call."""
+    digits = phone.lstrip("+")
+    return "+" + "•" * (len(digits) - 2) + digits[-2:]
+
+
+def encode_order(order: Sequence[str]) -> str:
+    return "".join(str(CHOOSABLE_CHANNELS.index(c)) for c in order)
+
+
+def decode_order(seen: str) -> list[str] | None:
+    if not seen.isdigit() or any(int(d) >= len(CHOOSABLE_CHANNELS) for d in seen):
+        return None
+    return [CHOOSABLE_CHANNELS[int(d)] for d in seen]
+
+
+# ----------------------------------------------------------------------------------- screens
+
+
+def profile_text(view: ContactView) -> str:
+    phone = mask_phone(view.phone) if view.phone else _("not shared yet")
+    email = escape(view.email) if view.email else _("not set")
+    lines = [
+        "<b>" + _("Your contact details") + "</b>",
+        _("Phone: {phone}").format(phone=phone),
+        _("E-mail: {email}").format(email=email),
+        _("I try to reach you in this order: {order}").format(
+            order=", ".join(channel_label(c) for c in view.channel_order)
+        ),
+    ]
+    if view.opt_outs:
+        opted_out = [channel_label(c) for c in view.channel_order if c in view.opt_outs]
+        lines.append(_("You opted out of: {channels}").format(channels=", ".join(opted_out)))
+    return "\n".join(lines)
+
+
+def profile_keyboard(view: ContactView) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    builder.button(text=_("Share my phone"), callback_data=ProfileAction(action="phone"))
+    builder.button(text=_("Set e-mail"), callback_data=ProfileAction(action="email"))
+    if view.email:
+        builder.button(text=_("Clear e-mail"), callback_data=ProfileAction(action="clear"))
+    builder.button(text=_("Channel order"), callback_data=ProfileAction(action="order"))
+    for channel in view.channel_order:
+        if channel in view.opt_outs:
+            builder.button(
+                text=_("Opt in again: {channel}").format(channel=channel_label(channel)),
+                callback_data=ProfileAction(action="optin", channel=channel),
+            )
+    builder.adjust(1)
+    return builder.as_markup()
+
+
+def order_text(view: ContactView) -> str:
+    lines = ["<b>" + _("Channel order") + "</b>", _("I try these in order until one reaches you:")]
+    for position, channel in enumerate(view.channel_order, start=1):
+        line = f"{position}. {channel_label(channel)}"
+        if channel in view.opt_outs:
+            line += " " + _("(you opted out)")
+        lines.append(line)
+    lines.append(_("Tap a channel to move it up."))
+    return "\n".join(lines)
+
+
+def order_keyboard(view: ContactView) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    seen = encode_order(view.channel_order)
+    for channel in view.channel_order[1:]:
+        builder.button(
+            text=_("Move up: {channel}").format(channel=channel_label(channel)),
+            callback_data=OrderMove(channel=channel, seen=seen),
+        )
+    builder.button(text=_("Back"), callback_data=ProfileAction(action="show"))
+    builder.adjust(1)
+    return builder.as_markup()
+
+
+def contact_keyboard() -> ReplyKeyboardMarkup:
+    return ReplyKeyboardMarkup(
+        keyboard=[[KeyboardButton(text=_("Share my phone number"), request_contact=True)]],
+        resize_keyboard=True,
+        one_time_keyboard=True,
+    )
+
+
+async def _show(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup) -> None:
+    """Redraw the screen the button was on, or send it anew when that message is out of reach."""
+    if isinstance(query.message, Message):
+        try:
+            await query.message.edit_text(text, reply_markup=markup)
+        except TelegramBadRequest as exc:
+            # A double tap redraws the same screen; anything else is a real error.
+            if "message is not modified" not in exc.message:
+                raise
+            log.debug("profile screen already up to date")
+        return
+    await query.bot.send_message(query.from_user.id, text, reply_markup=markup)  # type: ignore[union-attr]
+
+
+async def _stale(query: CallbackQuery) -> None:
+    await query.answer(_("This button is no longer valid."), show_alert=True)
+
+
+async def _leave_profile_state(state: FSMContext) -> None:
+    """Leave our own conversation states only; another feature's conversation is not ours."""
+    if await state.get_state() in ProfileStates.__all_states_names__:
+        await state.clear()
+
+
+# ---------------------------------------------------------------------------------- handlers
+
+
+@router.message(Command("profile"))
+async def show_profile(message: Message, user: UserView, db: Database, state: FSMContext) -> None:
+    await _leave_profile_state(state)
+    view = await db.run(lambda s: contacts.profile(s, user.id))
+    await message.answer(profile_text(view), reply_markup=profile_keyboard(view))
+
+
+@router.message(StateFilter(ProfileStates), Command("cancel"))
+async def cancel(message: Message, state: FSMContext) -> None:
+    await state.clear()
+    await message.answer(_("Cancelled: nothing was changed."), reply_markup=ReplyKeyboardRemove())
+
+
+@router.message(F.contact, StateFilter(None, ProfileStates))
+async def contact_shared(
+    message: Message, user: UserView, db: Database, clock: Clock, state: FSMContext
+) -> None:
+    contact = message.contact
+    assert contact is not None and message.from_user is not None  # the filter and private chat
+    if contact.user_id != message.from_user.id:
+        # Someone else's card (or one with no Telegram account): it proves nothing about them.
+        await message.answer(
+            _(
+                "I can only save your own phone number. Please tap the \u201cShare my phone "
+                "number\u201d button instead of sending a contact."
+            )
+        )
+        return
+
+    async def save(session: object) -> ContactView:
+        return await contacts.set_phone(
+            session,  # type: ignore[arg-type]
+            user_id=user.id,
+            phone=contact.phone_number,
+            now=clock.now(),
+        )
+
+    try:
+        view = await db.run(save)
+    except contacts.PhoneTaken:
+        text = _(
+            "This phone number is already on another account. If it is yours, please contact "
+            "support."
+        )
+    except contacts.InvalidPhone:
+        text = _("I cannot use this phone number: it is not a valid international number.")
+    else:
+        await state.clear()
+        await message.answer(
+            _("Thank you! Your phone number is saved."), reply_markup=ReplyKeyboardRemove()
+        )
+        await message.answer(profile_text(view), reply_markup=profile_keyboard(view))
+        return
+    await _leave_profile_state(state)
+    await message.answer(text, reply_markup=ReplyKeyboardRemove())
+
+
+@router.message(ProfileStates.phone, F.text, ~F.text.startswith("/"))
+async def phone_typed(message: Message) -> None:
+    """A typed number could be anyone's: only the contact button proves it is theirs."""
+    await message.answer(
+        _("Please tap the \u201cShare my phone number\u201d button below, or send /cancel."),
+        reply_markup=contact_keyboard(),
+    )
+
+
+@router.message(ProfileStates.email, F.text, ~F.text.startswith("/"))
+async def email_typed(
+    message: Message, user: UserView, db: Database, clock: Clock, state: FSMContext
+) -> None:
+    address = message.text or ""
+
+    async def save(session: object) -> ContactView:
+        return await contacts.set_email(
+            session,  # type: ignore[arg-type]
+            user_id=user.id,
+            email=address,
+            now=clock.now(),
+        )
+
+    try:
+        view = await db.run(save)
+    except contacts.InvalidEmail:
+        # The state is kept: their next message is another try.
+        await message.answer(
+            _(
+                "That does not look like an e-mail address (for example: name@example.com). "
+                "Please try again, or send /cancel."
+            )
+        )
+        return
+    await state.clear()
+    await message.answer(
+        _("Your e-mail address is saved.") + "\n\n" + profile_text(view),
+        reply_markup=profile_keyboard(view),
+    )
+
+
+@router.callback_query(ProfileAction.filter(F.action == "show"))
+async def back_to_profile(query: CallbackQuery, user: UserView, db: Database) -> None:
+    view = await db.run(lambda s: contacts.profile(s, user.id))
+    await query.answer()
+    await _show(query, profile_text(view), profile_keyboard(view))
+
+
+@router.callback_query(ProfileAction.filter(F.action == "phone"))
+async def ask_phone(query: CallbackQuery, state: FSMContext) -> None:
+    await state.set_state(ProfileStates.phone)
+    await query.answer()
+    await query.bot.send_message(  # type: ignore[union-attr]
+        query.from_user.id,
+        _(
+            "Tap the button below to share your phone number. I only accept your own number. "
+            "Send /cancel to stop."
+        ),
+        reply_markup=contact_keyboard(),
+    )
+
+
+@router.callback_query(ProfileAction.filter(F.action == "email"))
+async def ask_email(query: CallbackQuery, state: FSMContext) -> None:
+    await state.set_state(ProfileStates.email)
+    await query.answer()
+    await query.bot.send_message(  # type: ignore[union-attr]
+        query.from_user.id,
+        _("Send me your e-mail address, or /cancel to leave it as it is."),
+    )
+
+
+@router.callback_query(ProfileAction.filter(F.action == "clear"))
+async def clear_email(query: CallbackQuery, user: UserView, db: Database, clock: Clock) -> None:
+    view = await db.run(lambda s: contacts.clear_email(s, user_id=user.id, now=clock.now()))
+    await query.answer(_("E-mail address removed."))
+    await _show(query, profile_text(view), profile_keyboard(view))
+
+
+@router.callback_query(ProfileAction.filter(F.action == "order"))
+async def show_order(query: CallbackQuery, user: UserView, db: Database) -> None:
+    view = await db.run(lambda s: contacts.profile(s, user.id))
+    await query.answer()
+    await _show(query, order_text(view), order_keyboard(view))
+
+
+@router.callback_query(ProfileAction.filter(F.action == "optin"))
+async def opt_in(
+    query: CallbackQuery, callback_data: ProfileAction, user: UserView, db: Database, clock: Clock
+) -> None:
+    async def work(session: object) -> tuple[bool, ContactView]:
+        changed = await contacts.opt_in(
+            session,  # type: ignore[arg-type]
+            user_id=user.id,
+            channel=callback_data.channel,
+            now=clock.now(),
+            reason="profile",
+        )
+        return changed, await contacts.profile(session, user.id)  # type: ignore[arg-type]
+
+    try:
+        changed, view = await db.run(work)
+    except contacts.UnknownChannel:
+        changed = False
+    if not changed:  # forged, or pressed twice: they were not opted out of it
+        await _stale(query)
+        return
+    label = channel_label(callback_data.channel)
+    await query.answer(_("I will use {channel} again.").format(channel=label))
+    await _show(query, profile_text(view), profile_keyboard(view))
+
+
+@router.callback_query(OrderMove.filter())
+async def move_up(
+    query: CallbackQuery, callback_data: OrderMove, user: UserView, db: Database, clock: Clock
+) -> None:
+    seen = decode_order(callback_data.seen)
+    if seen is None:
+        await _stale(query)
+        return
+
+    async def work(session: object) -> ContactView:
+        return await contacts.move_channel_up(
+            session,  # type: ignore[arg-type]
+            user_id=user.id,
+            channel=callback_data.channel,
+            seen_order=seen,
+            now=clock.now(),
+        )
+
+    try:
+        view = await db.run(work)
+    except (contacts.StaleChannelOrder, contacts.InvalidChannelOrder):
+        await _stale(query)
+        return
+    await query.answer()
+    await _show(query, order_text(view), order_keyboard(view))
+
+
+@router.callback_query(ProfileAction.filter())
+async def unknown_action(query: CallbackQuery) -> None:
+    """Forged data under our prefix: say so, change nothing."""
+    await _stale(query)

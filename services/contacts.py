@@ -1,0 +1,407 @@
+"""Recipients' contact data: phone (E.164, for WhatsApp and SMS), e-mail, the order in which they
+want to be reached, and the channels they opted out of.
+
+The dispatcher asks `channel_preferences` which channels to try, in which order; an opt-out (a
+WhatsApp STOP, Twilio 21610, WhatsApp 131050) is honoured there until the user opts in again.
+Every change is written to the audit trail in the same transaction. Phone numbers are stored (the
+database is not a log) but never logged, and never put in an exception's message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import User
+from services import audit
+from services.notifications.channels.base import DEFAULT_ORDER, ChannelName
+
+# The channels a person can put in order or opt out of; "manual" (a task for an admin) is the
+# dispatcher's last resort, not a way the person chose to be reached.
+CHOOSABLE_CHANNELS: tuple[str, ...] = tuple(
+    c.value for c in DEFAULT_ORDER if c is not ChannelName.MANUAL
+)
+
+MAX_EMAIL_LENGTH = 254
+_MAX_LOCAL_LENGTH = 64
+_PHONE_SEPARATORS = re.compile(r"[\s\-().]")
+_DIGITS = re.compile(r"[1-9][0-9]{7,14}")  # E.164: 8 to 15 digits, country codes never start with 0
+# The dot-atom of RFC 5322: what real mailboxes use. Quoted local parts are refused on purpose.
+_LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_DOMAIN_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+class ContactError(ValueError):
+    """A contact change refused; nothing was changed."""
+
+
+class InvalidPhone(ContactError):
+    pass
+
+
+class PhoneTaken(ContactError):
+    """The number is already on another user's profile."""
+
+
+class InvalidEmail(ContactError):
+    pass
+
+
+class InvalidChannelOrder(ContactError):
+    pass
+
+
+class UnknownChannel(ContactError):
+    pass
+
+
+class StaleChannelOrder(ContactError):
+    """The order changed since the person saw it: their button is out of date."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContactView:
+    """What is on file for one user: a detached snapshot, safe after the session closed."""
+
+    phone: str | None
+    email: str | None
+    # The order the user asked for, or the default one; opted-out channels are still listed.
+    channel_order: tuple[str, ...]
+    opt_outs: frozenset[str]
+    custom_order: bool = False
+
+
+class ContactPreferences(Protocol):
+    """What channel_preferences reads: a User row, or any snapshot with the same two columns."""
+
+    channel_order: str | None
+    opt_outs: str
+
+
+def normalize_phone(raw: str | None) -> str:
+    """'+33 6 12-34-56-78', '0033612345678' or '33612345678' -> '+33612345678'.
+
+    A bare digit string is read as international (Telegram contacts often lack the '+'), so a
+    national number such as 0612345678 is refused rather than guessed at.
+    """
+    if not raw:
+        raise InvalidPhone()
+    compact = _PHONE_SEPARATORS.sub("", raw.strip())
+    if compact.startswith("+"):
+        digits = compact[1:]
+    elif compact.startswith("00"):
+        digits = compact[2:]
+    else:
+        digits = compact
+    if not _DIGITS.fullmatch(digits):
+        raise InvalidPhone()
+    return f"+{digits}"
+
+
+def validate_email(raw: str | None) -> str:
+    """A pragmatic check: one '@', a dotted domain, no spaces, at most 254 characters.
+
+    The domain is lower-cased (internationalised domains become their ASCII 'xn--' form); the
+    local part keeps its case and must be ASCII, because our SMTP sender cannot promise SMTPUTF8.
+    Control characters (a header injection) can never get through.
+    """
+    if not raw:
+        raise InvalidEmail()
+    address = raw.strip()
+    if len(address) > MAX_EMAIL_LENGTH or address.count("@") != 1:
+        raise InvalidEmail()
+    local, domain = address.split("@")
+    if len(local) > _MAX_LOCAL_LENGTH or not _LOCAL_PART.fullmatch(local):
+        raise InvalidEmail()
+    domain = _ascii_domain(domain)
+    labels = domain.split(".")
+    if len(labels) < 2 or not all(_DOMAIN_LABEL.fullmatch(label) for label in labels):
+        raise InvalidEmail()
+    if labels[-1].isdigit():  # an IP address, not a mail domain
+        raise InvalidEmail()
+    normalized = f"{local}@{domain}"
+    if len(normalized) > MAX_EMAIL_LENGTH:
+        raise InvalidEmail()
+    return normalized
+
+
+def _ascii_domain(domain: str) -> str:
+    domain = domain.lower()
+    if domain.isascii():
+        return domain
+    if any(ch.isspace() for ch in domain):
+        raise InvalidEmail()
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise InvalidEmail() from None
+
+
+def _split(value: str | None) -> list[str]:
+    return [part for part in (value or "").split(",") if part]
+
+
+def _effective_order(stored: str | None) -> list[str]:
+    """The stored order (names we no longer know dropped), then any choosable channel it lacks."""
+    order = [c for c in dict.fromkeys(_split(stored)) if c in CHOOSABLE_CHANNELS]
+    return order + [c for c in CHOOSABLE_CHANNELS if c not in order]
+
+
+def channel_preferences(user: ContactPreferences) -> list[str]:
+    """The channels to try for this user, in order: theirs or the default, minus opt-outs.
+
+    "manual" is never listed: the dispatcher appends its own last resort.
+    """
+    opted_out = set(_split(user.opt_outs))
+    return [c for c in _effective_order(user.channel_order) if c not in opted_out]
+
+
+def _view(user: User) -> ContactView:
+    return ContactView(
+        phone=user.phone,
+        email=user.email,
+        channel_order=tuple(_effective_order(user.channel_order)),
+        opt_outs=frozenset(c for c in _split(user.opt_outs) if c in CHOOSABLE_CHANNELS),
+        custom_order=user.channel_order is not None,
+    )
+
+
+async def profile(session: AsyncSession, user_id: int) -> ContactView:
+    """What is on file for this user."""
+    return _view(await session.get_one(User, user_id))
+
+
+def _audit(
+    session: AsyncSession,
+    user: User,
+    operation: str,
+    *,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    now: datetime,
+    actor_id: int | None,
+    detail: str | None = None,
+) -> None:
+    user.updated_at = now
+    audit.record(
+        session,
+        operation=operation,
+        entity_type="user",
+        entity_id=user.id,
+        before=before,
+        after=after,
+        actor_id=actor_id,
+        detail=detail,
+        at=now,
+    )
+
+
+async def set_phone(
+    session: AsyncSession, *, user_id: int, phone: str, now: datetime
+) -> ContactView:
+    """Store the user's phone number (normalised to E.164).
+
+    A number already on another user raises PhoneTaken and changes nothing; opt-outs are kept,
+    since a STOP is only lifted by opting in again.
+    """
+    number = normalize_phone(phone)
+    user = await session.get_one(User, user_id)
+    if user.phone == number:
+        return _view(user)
+    holder = await session.scalar(select(User.id).where(User.phone == number, User.id != user_id))
+    if holder is not None:
+        raise PhoneTaken()
+    before = {"phone": user.phone}
+    try:
+        # Two users racing for one number: the unique index decides, the loser gets PhoneTaken.
+        async with session.begin_nested():
+            user.phone = number
+            await session.flush()
+    except IntegrityError:
+        raise PhoneTaken() from None
+    _audit(
+        session,
+        user,
+        "contacts.set_phone",
+        before=before,
+        after={"phone": number},
+        now=now,
+        actor_id=user.id,
+    )
+    return _view(user)
+
+
+async def set_email(
+    session: AsyncSession, *, user_id: int, email: str, now: datetime
+) -> ContactView:
+    """Store the user's e-mail address, validated (InvalidEmail changes nothing)."""
+    address = validate_email(email)
+    user = await session.get_one(User, user_id)
+    if user.email != address:
+        before = {"email": user.email}
+        user.email = address
+        _audit(
+            session,
+            user,
+            "contacts.set_email",
+            before=before,
+            after={"email": address},
+            now=now,
+            actor_id=user.id,
+        )
+    return _view(user)
+
+
+async def clear_email(session: AsyncSession, *, user_id: int, now: datetime) -> ContactView:
+    """Forget the user's e-mail address (nothing happens when none is on file)."""
+    user = await session.get_one(User, user_id)
+    if user.email is not None:
+        before = {"email": user.email}
+        user.email = None
+        _audit(
+            session,
+            user,
+            "contacts.clear_email",
+            before=before,
+            after={"email": None},
+            now=now,
+            actor_id=user.id,
+        )
+    return _view(user)
+
+
+def _checked_order(order: Sequence[str]) -> list[str]:
+    names = [str(name) for name in order]
+    if not names:
+        raise InvalidChannelOrder("empty")
+    unknown = [name for name in names if name not in CHOOSABLE_CHANNELS]
+    if unknown:
+        raise InvalidChannelOrder(f"unknown channel(s): {', '.join(sorted(set(unknown)))}")
+    if len(set(names)) != len(names):
+        raise InvalidChannelOrder("a channel is listed twice")
+    # A partial order puts those channels first; the rest follow in the default order, so a
+    # preference can never silently make someone unreachable.
+    return names + [c for c in CHOOSABLE_CHANNELS if c not in names]
+
+
+async def set_channel_order(
+    session: AsyncSession, *, user_id: int, order: Sequence[str], now: datetime
+) -> ContactView:
+    """Store the order in which the user wants to be reached.
+
+    Only choosable channel names ("manual" is not one), no duplicates. Channels left out follow
+    in the default order. The default order itself is stored as NULL, so the user keeps
+    following the default if it changes.
+    """
+    full = _checked_order(order)
+    stored = None if full == list(CHOOSABLE_CHANNELS) else ",".join(full)
+    user = await session.get_one(User, user_id)
+    if user.channel_order != stored:
+        before = {"channel_order": user.channel_order}
+        user.channel_order = stored
+        _audit(
+            session,
+            user,
+            "contacts.set_channel_order",
+            before=before,
+            after={"channel_order": stored},
+            now=now,
+            actor_id=user.id,
+        )
+    return _view(user)
+
+
+async def move_channel_up(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    channel: str,
+    seen_order: Sequence[str],
+    now: datetime,
+) -> ContactView:
+    """Swap `channel` with the one before it, as the person saw the order on their screen.
+
+    A screen drawn before the order last changed raises StaleChannelOrder, and the first
+    channel, or one we do not know, raises InvalidChannelOrder: nothing changes either way.
+    """
+    user = await session.get_one(User, user_id)
+    current = _effective_order(user.channel_order)
+    if list(seen_order) != current:
+        raise StaleChannelOrder()
+    if channel not in current or current.index(channel) == 0:
+        raise InvalidChannelOrder(channel)
+    i = current.index(channel)
+    current[i - 1], current[i] = current[i], current[i - 1]
+    return await set_channel_order(session, user_id=user_id, order=current, now=now)
+
+
+def _checked_channel(channel: str) -> str:
+    if channel not in CHOOSABLE_CHANNELS:
+        raise UnknownChannel(channel)
+    return channel
+
+
+async def record_opt_out(
+    session: AsyncSession, *, user_id: int, channel: str, now: datetime, reason: str
+) -> bool:
+    """Stop using `channel` for this user until they opt in again (a STOP, Twilio 21610, ...).
+
+    Returns True when the opt-out is new; recording it again changes nothing.
+    """
+    _checked_channel(channel)
+    user = await session.get_one(User, user_id)
+    current = _split(user.opt_outs)
+    if channel in current:
+        return False
+    updated = ",".join(sorted({*current, channel}))
+    before = {"opt_outs": user.opt_outs}
+    user.opt_outs = updated
+    # The provider told us, on the person's behalf: no actor.
+    _audit(
+        session,
+        user,
+        "contacts.opt_out",
+        before=before,
+        after={"opt_outs": updated},
+        now=now,
+        actor_id=None,
+        detail=reason,
+    )
+    return True
+
+
+async def opt_in(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    channel: str,
+    now: datetime,
+    reason: str = "user opted in",
+) -> bool:
+    """The user asks to be reached on `channel` again. Returns False when they had not opted out."""
+    _checked_channel(channel)
+    user = await session.get_one(User, user_id)
+    current = _split(user.opt_outs)
+    if channel not in current:
+        return False
+    updated = ",".join(c for c in current if c != channel)
+    before = {"opt_outs": user.opt_outs}
+    user.opt_outs = updated
+    _audit(
+        session,
+        user,
+        "contacts.opt_in",
+        before=before,
+        after={"opt_outs": updated},
+        now=now,
+        actor_id=user.id,
+        detail=reason,
+    )
+    return True

@@ -1,0 +1,215 @@
+"""The delivery engine inside the real bot process, against the fake providers over HTTP and a
+real SMTP server: what each provider received, and what the database recorded."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from database.engine import Database
+from database.models import DeliveryAttempt, ManualTask, Notification, User
+from services.notifications import outbox
+from tests.e2e.conftest import StartBot
+from tests.fakes.smtp import Mailbox, smtp_server
+from tests.fakes.telegram import FakeTelegram
+from tests.fakes.twilio import FakeTwilio
+from tests.fakes.whatsapp import FakeWhatsApp
+
+ANN, BOB, ADMIN = 1001, 1002, 9000
+ANN_PHONE = "+33612345678"
+
+
+@dataclass
+class Providers:
+    whatsapp: FakeWhatsApp
+    twilio: FakeTwilio
+    mailbox: Mailbox
+    env: dict[str, str]
+
+
+@pytest.fixture
+async def providers() -> AsyncIterator[Providers]:
+    async with FakeWhatsApp() as whatsapp, FakeTwilio() as twilio, smtp_server() as (box, port):
+        env = {
+            "WHATSAPP_TOKEN": whatsapp.token,
+            "WHATSAPP_PHONE_NUMBER_IDS": "100100",
+            "WHATSAPP_API_BASE": whatsapp.base_url,
+            "WHATSAPP_API_VERSION": "v23.0",
+            "WHATSAPP_RECIPIENT_INTERVAL_SECONDS": "0",
+            "TWILIO_ACCOUNT_SID": twilio.account_sid,
+            "TWILIO_AUTH_TOKEN": twilio.auth_token,
+            "TWILIO_FROM": "+15005550006",
+            "TWILIO_API_BASE": twilio.base_url,
+            "TWILIO_RATE_PER_SECOND": "50",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(port),
+            "SMTP_FROM": "desk@example.com",
+            "SMTP_STARTTLS": "false",
+            "ADMIN_IDS": str(ADMIN),
+            "DISPATCHER_IDLE_SECONDS": "0.2",
+            "SEND_RETRY_WAIT_SECONDS": "0.01",
+            "RETRY_SCHEDULE_SECONDS": "0.2",
+        }
+        yield Providers(whatsapp, twilio, box, env)
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database.from_url(db_url)
+    yield database
+    await database.dispose()
+
+
+async def add_user(db: Database, telegram_id: int, *, phone: str | None = None,
+                   email: str | None = None, roles: str = "requester",
+                   wrote_on_whatsapp: bool = True) -> int:
+    now = datetime.now(UTC)
+
+    async def work(session) -> int:
+        user = User(telegram_id=telegram_id, phone=phone, email=email, language="en",
+                    display_name=f"User {telegram_id}", roles=roles, created_at=now,
+                    updated_at=now, whatsapp_inbound_at=now if wrote_on_whatsapp else None)
+        session.add(user)
+        await session.flush()
+        return user.id
+
+    return await db.run(work)
+
+
+async def enqueue(db: Database, user_id: int, key: str, text: str, **kw) -> int:
+    result = await db.run(lambda s: outbox.enqueue(
+        s, recipient_id=user_id, kind=kw.pop("kind", "request.update"), idempotency_key=key,
+        text=text, now=datetime.now(UTC), **kw))
+    return result.id
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.1)
+
+
+async def status_of(db: Database, notification_id: int) -> tuple[str, str]:
+    async with db.transaction() as session:
+        row = await session.get_one(Notification, notification_id)
+        return row.status, row.channel
+
+
+async def attempts(db: Database, notification_id: int) -> list[tuple[str, str, str | None]]:
+    async with db.transaction() as session:
+        rows = await session.scalars(
+            select(DeliveryAttempt).where(DeliveryAttempt.notification_id == notification_id)
+            .order_by(DeliveryAttempt.id))
+        return [(a.channel, a.outcome, a.error_code) for a in rows]
+
+
+async def test_blocked_user_falls_back_through_every_channel_to_a_manual_task(
+    fake_telegram: FakeTelegram, providers: Providers, start_bot: StartBot, db: Database
+) -> None:
+    user = await add_user(db, ANN, phone=ANN_PHONE, email="ann@example.com")
+    fake_telegram.block_user(ANN)
+    providers.whatsapp.fail_next(code=131026, count=2)
+    providers.twilio.fail_next(code=21614, count=1)
+    providers.mailbox.refuse["ann@example.com"] = "550 5.1.1 No such user"
+    update = await enqueue(db, user, "update:1", "Your technician arrives at 14:00.")
+    reply = await enqueue(db, user, "reply:1", "Operator: we are on it.", kind="operator.reply",
+                          channels=["whatsapp"], allow_fallback=False)
+    await start_bot(**providers.env)
+
+    async def done() -> bool:
+        return (await status_of(db, update))[0] == "sent" and (
+            await status_of(db, reply))[0] == "failed"
+
+    await eventually(done)
+    assert await status_of(db, update) == ("sent", "manual")
+    assert await attempts(db, update) == [
+        ("telegram", "failed", "403"),
+        ("whatsapp", "failed", "131026"),
+        ("sms", "failed", "21614"),
+        ("email", "failed", "550"),
+        ("manual", "sent", None),
+    ]
+    async with db.transaction() as session:
+        task = await session.scalar(select(ManualTask).where(ManualTask.notification_id == update))
+    assert task is not None and task.status == "open"
+    assert "Your technician arrives at 14:00." in task.text
+
+    # The operator's reply tried WhatsApp only, and never left by SMS or e-mail.
+    assert await attempts(db, reply) == [("whatsapp", "failed", "131026")]
+    assert all("Operator" not in sms.body for sms in providers.twilio.sent)
+    assert all("Operator" not in str(m.get_content()) for m in providers.mailbox.messages)
+
+
+async def test_broken_token_opens_the_circuit_alerts_once_and_rows_move_on(
+    fake_telegram: FakeTelegram, providers: Providers, start_bot: StartBot, db: Database
+) -> None:
+    await add_user(db, ADMIN, email="admin@example.com", roles="requester,admin",
+                   wrote_on_whatsapp=False)
+    users = [await add_user(db, 2000 + i, phone=f"+3361234560{i}") for i in range(5)]
+    fake_telegram.fail_next("sendMessage", status=401, description="Unauthorized", count=1000)
+    ids = [await enqueue(db, u, f"n{i}", f"update {i}") for i, u in enumerate(users[:3])]
+    await start_bot(**providers.env)
+
+    async def all_sent(ids: list[int]) -> bool:
+        return all(status == "sent" for status, _ in [await status_of(db, i) for i in ids])
+
+    await eventually(lambda: all_sent(ids))
+    assert [await status_of(db, i) for i in ids] == [("sent", "whatsapp")] * 3
+    refused = [c for c in fake_telegram.calls if c.method == "sendMessage" and c.status == 401]
+    assert 1 <= len(refused) <= 3  # only the rows in flight when it broke tried Telegram
+
+    # Rows queued while the circuit is open go straight to the next channel.
+    later = [await enqueue(db, u, f"later{i}", f"later {i}") for i, u in enumerate(users[3:])]
+    await eventually(lambda: all_sent(later))
+    assert [await status_of(db, i) for i in later] == [("sent", "whatsapp")] * 2
+    assert [c for c in fake_telegram.calls if c.method == "sendMessage" and c.status == 401] == (
+        refused
+    )
+    alert_mails = providers.mailbox.to("admin@example.com")
+    assert len(alert_mails) == 1
+    assert "telegram channel is broken" in alert_mails[0].get_content()
+
+
+async def test_telegram_failing_30_percent_still_delivers_everything_once(
+    fake_telegram: FakeTelegram, providers: Providers, start_bot: StartBot, db: Database
+) -> None:
+    fake_telegram.failure_rate = 0.3
+    users = [await add_user(db, 3000 + i) for i in range(40)]
+    ids = [await enqueue(db, u, f"k{i}", f"message number {i}") for i, u in enumerate(users)]
+    await start_bot(**providers.env)
+
+    async def all_sent() -> bool:
+        async with db.transaction() as session:
+            sent = await session.scalar(select(func.count()).select_from(Notification).where(
+                Notification.id.in_(ids), Notification.status == "sent"))
+        return sent == len(ids)
+
+    await eventually(all_sent, timeout=60)
+    delivered = [m["text"] for m in fake_telegram.sent_messages() if m["text"].startswith("mess")]
+    assert sorted(delivered) == sorted(f"message number {i}" for i in range(40))
+    failures = [c for c in fake_telegram.calls if c.method == "sendMessage" and c.status == 500]
+    async with db.transaction() as session:
+        failed_attempts = await session.scalar(select(func.count()).select_from(DeliveryAttempt)
+                                               .where(DeliveryAttempt.outcome == "failed"))
+    assert failures and failed_attempts == len(failures)
+
+
+async def test_retry_after_is_honoured(
+    fake_telegram: FakeTelegram, providers: Providers, start_bot: StartBot, db: Database
+) -> None:
+    user = await add_user(db, ANN)
+    fake_telegram.fail_next("sendMessage", status=429, description="Too Many Requests: retry "
+                            "after 2", retry_after=2)
+    nid = await enqueue(db, user, "k", "after the flood")
+    await start_bot(**providers.env)
+    await fake_telegram.wait_for_text(ANN, "after the flood", timeout=20)
+    calls = [c for c in fake_telegram.calls if c.method == "sendMessage"]
+    assert [c.status for c in calls] == [429, 200]
+    assert calls[1].at - calls[0].at >= 2.0
+    assert await attempts(db, nid) == [("telegram", "rate_limited", "429"), ("telegram", "sent",
+                                                                             None)]
