@@ -39,7 +39,7 @@ from database.models import (
     NotificationStatus,
     User,
 )
-from services import leases
+from services import contacts, leases
 from services.alerts import ALERT_KIND, Alerts, Severity
 from services.clock import Clock
 from services.notifications import outbox
@@ -104,7 +104,7 @@ class Outcome:
     result: SendResult | None = None
     sent_at: datetime | None = None
     attempt_rows: list[dict[str, Any]] = field(default_factory=list)
-    opt_outs: list[str] = field(default_factory=list)
+    opt_outs: dict[str, str] = field(default_factory=dict)  # channel -> the provider's reason
     broken: list[tuple[str, Failure]] = field(default_factory=list)
     healed: list[str] = field(default_factory=list)
 
@@ -411,7 +411,7 @@ class Dispatcher:
                     return outcome
             elif failure.kind is FailureClass.PERMANENT:
                 if failure.opt_out:
-                    outcome.opt_outs.append(channel.name)
+                    outcome.opt_outs[channel.name] = f"{failure.provider} {failure.code}"
             elif failure.kind is FailureClass.BROKEN:
                 outcome.broken.append((channel.name, failure))
                 states[channel.name] = self._open_circuit(states.get(channel.name), channel.name,
@@ -616,13 +616,11 @@ class Dispatcher:
 
     async def _record_side_effects(self, session: AsyncSession, o: Outcome, now: datetime) -> None:
         job = o.job
-        if o.opt_outs:
-            user = await session.get(User, job.recipient.user_id, with_for_update=True)
-            if user is not None:
-                current = {c for c in (user.opt_outs or "").split(",") if c}
-                user.opt_outs = ",".join(sorted(current | set(o.opt_outs)))
-                user.updated_at = now
-                log.info("user %s opted out of %s", user.id, ", ".join(o.opt_outs))
+        for channel, reason in o.opt_outs.items():
+            if await contacts.record_opt_out(
+                session, user_id=job.recipient.user_id, channel=channel, now=now, reason=reason
+            ):
+                log.info("user %s opted out of %s (%s)", job.recipient.user_id, channel, reason)
         for name, failure in o.broken:
             await self._save_circuit(session, name, failure, now)
         for name in o.healed:
