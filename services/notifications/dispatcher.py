@@ -174,6 +174,7 @@ class Dispatcher:
         self._listener: Any = None
         self._is_leader = not self.config.exclusive
         self._leader_checked = 0.0
+        self._rescue_every = max(1.0, self.config.lease.total_seconds() / 2)
         db.on_commit(outbox.WAKE_FLAG, self.wake)
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -241,9 +242,17 @@ class Dispatcher:
         self._listener = connection
 
     async def _work(self, number: int) -> None:
+        rescued_at = time.monotonic()
         while not self._stopping.is_set():
             self._wake.clear()
             try:
+                if number == 0 and time.monotonic() - rescued_at > self._rescue_every:
+                    # Crash recovery does not wait for the sweep: a dead peer's rows are due
+                    # again as soon as their lease ends.
+                    rescued_at = time.monotonic()
+                    await self.db.run(
+                        lambda s: outbox.release_expired_leases(s, now=self.clock.now())
+                    )
                 handled = await self.run_once() if await self._may_dispatch() else 0
             except Exception:
                 # A worker must outlive any single batch's failure; the batch's rows keep their
@@ -300,6 +309,7 @@ class Dispatcher:
         jobs = await self.db.run(self._claim)
         if not jobs:
             return 0
+        log.debug("dispatcher %s claimed %d notification(s)", self.owner, len(jobs))
         states = await self.db.run(self._channel_states)
         by_recipient: dict[int, list[Job]] = {}
         for job in jobs:
