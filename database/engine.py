@@ -7,6 +7,7 @@ deadlock, serialization failure, SQLite busy) reruns the whole unit with a fresh
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -97,6 +98,7 @@ class Database:
             engine, expire_on_commit=False, sync_session_class=session_class
         )
         self.attempts = attempts
+        self._writer_turn = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self._commit_hooks: dict[str, list[Callable[[], None]]] = {}
         event.listen(session_class, "after_commit", self._after_commit)
         event.listen(session_class, "after_rollback", self._after_rollback)
@@ -129,8 +131,17 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One transaction, no retry: committed on normal exit, rolled back on an exception."""
-        async with self.sessionmaker() as session, session.begin():
+        """One transaction, no retry: committed on normal exit, rolled back on an exception.
+
+        On SQLite, transactions of this process take turns on an asyncio lock: SQLite has one
+        writer, and waiting our turn here is far cheaper than SQLite's busy-wait sleeps.
+        Do not open a transaction while holding another one in the same task.
+        """
+        if self._writer_turn is None:
+            async with self.sessionmaker() as session, session.begin():
+                yield session
+            return
+        async with self._writer_turn, self.sessionmaker() as session, session.begin():
             yield session
 
     async def run(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:

@@ -114,21 +114,20 @@ def claim_statement(*, now: datetime, owner: str, lease_until: datetime, limit: 
 
     One statement: UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n)
     RETURNING. SQLite has no row locks and ignores FOR UPDATE; its single writer (BEGIN
-    IMMEDIATE) gives the same one-claimer-per-row semantics within one process.
+    IMMEDIATE) gives the same one-claimer-per-row semantics within one process. Core, not the
+    ORM: the rows are read once, and the ORM's bookkeeping would cost more than the query.
     """
+    t = Notification.__table__.c
     due = (
-        select(Notification.id)
-        .where(
-            Notification.status == NotificationStatus.PENDING,
-            Notification.next_attempt_at <= now,
-        )
-        .order_by(Notification.priority, Notification.next_attempt_at)
+        select(t.id)
+        .where(t.status == NotificationStatus.PENDING.value, t.next_attempt_at <= now)
+        .order_by(t.priority, t.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     return (
-        update(Notification)
-        .where(Notification.id.in_(due.scalar_subquery()))
+        update(Notification.__table__)
+        .where(t.id.in_(due.scalar_subquery()))
         .values(
             status=NotificationStatus.SENDING.value,
             lease_until=lease_until,
@@ -136,14 +135,10 @@ def claim_statement(*, now: datetime, owner: str, lease_until: datetime, limit: 
             updated_at=now,
         )
         .returning(
-            Notification.id, Notification.kind, Notification.payload,
-            Notification.idempotency_key, Notification.channel_chain,
-            Notification.channel_index, Notification.channel_attempts,
-            Notification.parts_sent, Notification.attempts, Notification.allow_fallback,
-            Notification.created_at, Notification.recipient_id, Notification.priority,
-            Notification.next_attempt_at,
+            t.id, t.kind, t.payload, t.idempotency_key, t.channel_chain, t.channel_index,
+            t.channel_attempts, t.parts_sent, t.attempts, t.allow_fallback, t.created_at,
+            t.recipient_id, t.priority, t.next_attempt_at,
         )
-        .execution_options(synchronize_session=False)
     )
 
 
@@ -306,11 +301,10 @@ class Dispatcher:
 
     async def run_once(self) -> int:
         """Claim one batch, deliver it, record the outcomes; returns how many rows it handled."""
-        jobs = await self.db.run(self._claim)
+        jobs, states = await self.db.run(self._claim_with_states)
         if not jobs:
             return 0
         log.debug("dispatcher %s claimed %d notification(s)", self.owner, len(jobs))
-        states = await self.db.run(self._channel_states)
         by_recipient: dict[int, list[Job]] = {}
         for job in jobs:
             by_recipient.setdefault(job.recipient.user_id, []).append(job)
@@ -322,6 +316,13 @@ class Dispatcher:
         outcomes = [outcome for group in groups for outcome in group]
         await self.db.run(lambda s: self._record(s, outcomes))
         return len(jobs)
+
+    async def _claim_with_states(
+        self, session: AsyncSession
+    ) -> tuple[list[Job], dict[str, ChannelState]]:
+        """One transaction for the claim and the channels' states (paused, circuits)."""
+        jobs = await self._claim(session)
+        return jobs, (await self._channel_states(session) if jobs else {})
 
     async def _claim(self, session: AsyncSession) -> list[Job]:
         now = self.clock.now()
@@ -620,7 +621,7 @@ class Dispatcher:
         )
         attempt_rows = [row for o in outcomes for row in o.attempt_rows]
         if attempt_rows:
-            await session.execute(insert(DeliveryAttempt), attempt_rows)
+            await session.execute(insert(DeliveryAttempt.__table__), attempt_rows)
         for o in outcomes:
             await self._record_side_effects(session, o, now)
 
