@@ -213,3 +213,38 @@ async def test_retry_after_is_honoured(
     assert calls[1].at - calls[0].at >= 2.0
     assert await attempts(db, nid) == [("telegram", "rate_limited", "429"), ("telegram", "sent",
                                                                              None)]
+
+
+async def test_admin_retries_dead_letters_from_the_alert_button(
+    fake_telegram: FakeTelegram, providers: Providers, start_bot: StartBot, db: Database
+) -> None:
+    user = await add_user(db, ANN)
+    fake_telegram.block_user(ANN)
+    nid = await enqueue(db, user, "k", "your invoice is ready", channels=["telegram"],
+                        allow_fallback=False)
+    await start_bot(**providers.env)
+    alert = await fake_telegram.wait_for_text(ADMIN, "request.update are failing", timeout=20)
+    button = alert["reply_markup"]["inline_keyboard"][0][0]
+    assert button["text"] == "Retry failed"
+    assert await status_of(db, nid) == ("failed", "telegram")
+
+    # Someone else pressing a forwarded button changes nothing.
+    fake_telegram.callback(BOB, button["callback_data"], message_id=alert["message_id"],
+                           chat_id=ADMIN)
+    refused = await fake_telegram.wait_for_call("answerCallbackQuery")
+    assert refused.params["text"] == "Only admins can do this."
+    assert await status_of(db, nid) == ("failed", "telegram")
+
+    fake_telegram.unblock_user(ANN)
+    seen = len(fake_telegram.calls)
+    fake_telegram.callback(ADMIN, button["callback_data"], message_id=alert["message_id"])
+    answer = await fake_telegram.wait_for_call("answerCallbackQuery", since=seen)
+    assert answer.params["text"] == (
+        "Sending 1 failed notification(s) of kind request.update again."
+    )
+    await fake_telegram.wait_for_text(ANN, "your invoice is ready", timeout=20)
+
+    async def recorded() -> bool:
+        return await status_of(db, nid) == ("sent", "telegram")
+
+    await eventually(recorded)
