@@ -281,8 +281,10 @@ class Dispatcher:
         """Without Redis, one process dispatches: the holder of the dispatcher lease."""
         if not self.config.exclusive:
             return True
-        now_mono = time.monotonic()
-        if now_mono - self._leader_checked < self.config.lease.total_seconds() / 3:
+        now_mono = self.clock.monotonic()
+        if self._leader_checked and (
+            now_mono - self._leader_checked < self.config.lease.total_seconds() / 3
+        ):
             return self._is_leader
         self._leader_checked = now_mono
         was_leader = self._is_leader

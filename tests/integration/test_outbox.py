@@ -364,3 +364,20 @@ async def test_enqueue_rejects_bad_input_and_stores_nothing(db, clock):
                                               text="t", now=clock.now()))
     async with db.transaction() as session:
         assert await session.scalar(select(func.count()).select_from(Notification)) == 0
+
+
+async def test_without_redis_one_process_dispatches_and_another_takes_over_when_it_dies(
+    db, clock, channels
+):
+    alerts = Alerts(admin_telegram_ids=[], window=timedelta(hours=1))
+    config = DispatcherConfig(send_retry_wait=0, exclusive=True)
+    first = Dispatcher(db, channels, clock, alerts, config, owner="process-a")
+    second = Dispatcher(db, channels, clock, alerts, config, owner="process-b")
+    assert await first._may_dispatch() is True
+    assert await second._may_dispatch() is False
+    clock.advance(30)  # the holder renews its lease while it lives
+    assert await first._may_dispatch() is True
+    clock.advance(30)
+    assert await second._may_dispatch() is False
+    clock.advance(61)  # process-a died: its lease ran out
+    assert await second._may_dispatch() is True
