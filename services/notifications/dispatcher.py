@@ -427,8 +427,13 @@ class Dispatcher:
                     outcome.opt_outs[channel.name] = f"{failure.provider} {failure.code}"
             elif failure.kind is FailureClass.BROKEN:
                 outcome.broken.append((channel.name, failure))
-                states[channel.name] = self._open_circuit(states.get(channel.name), channel.name,
-                                                          failure, now)
+                state = self._open_circuit(states.get(channel.name), channel.name, failure, now)
+                states[channel.name] = state
+                if not job.allow_fallback:
+                    # It may not move on: it waits for the channel to be mended (until its
+                    # maximum age), rather than dying of someone else's expired token.
+                    self._wait(outcome, state.circuit_open_until or now)
+                    return outcome
             if not self._advance(outcome):
                 return outcome
 

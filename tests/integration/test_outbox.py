@@ -381,3 +381,20 @@ async def test_without_redis_one_process_dispatches_and_another_takes_over_when_
     assert await second._may_dispatch() is False
     clock.advance(61)  # process-a died: its lease ran out
     assert await second._may_dispatch() is True
+
+
+async def test_a_reply_that_may_not_fall_back_waits_for_a_broken_channel_to_mend(
+    db, clock, channels, dispatcher
+):
+    user = await make_user(db, clock, phone="+33612345678")
+    channels[WA].fail(failure(FailureClass.BROKEN, "190"))
+    nid = await _enqueue(db, clock, user, kind="operator.reply", channels=["whatsapp"],
+                         allow_fallback=False)
+    await dispatcher.run_once()
+    row = await _row(db, nid)
+    assert (row.status, row.channel) == ("pending", "whatsapp")
+    assert row.next_attempt_at == clock.now() + timedelta(seconds=60)
+    clock.advance(61)  # the admin renewed the token; the probe goes through
+    await dispatcher.run_once()
+    assert (await _row(db, nid)).status == "sent"
+    assert channels[SMS].calls == 0
