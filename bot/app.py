@@ -30,6 +30,7 @@ from bot.config import ConfigError, Settings
 from bot.delivery import Delivery, build_delivery
 from bot.i18n import build_i18n
 from bot.web import APP_KEY_CHECKS, build_web_app
+from bot.webhooks import register_webhooks
 from database.engine import Database
 from database.migrate import upgrade
 from handlers import get_routers
@@ -213,6 +214,17 @@ async def _start_web(app: Application) -> web.Application:
             handle_in_background=True,
             secret_token=settings.webhook_secret,
         ).register(web_app, path=TELEGRAM_WEBHOOK_PATH)
+    register_webhooks(
+        web_app,
+        db=app.db,
+        clock=app.clock,
+        whatsapp_app_secret=settings.whatsapp_app_secret,
+        whatsapp_verify_token=settings.whatsapp_verify_token,
+        twilio_auth_token=settings.twilio_auth_token,
+        # Known once the server is bound; the alerting service once delivery is built.
+        public_base_url=lambda: app.public_base_url,
+        alerts=lambda: app.delivery.alerts if app.delivery is not None else None,
+    )
     runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.web_host, settings.web_port)

@@ -94,7 +94,12 @@ async def test_flood_from_one_user_is_throttled_and_others_are_served(
     await fake_telegram.wait_for_text(ANN, "Slow down a little")
     fake_telegram.message(BOB, "/help", language_code="en")
     await fake_telegram.wait_for_text(BOB, "Here is what I can do")
-    await asyncio.sleep(1.0)  # let any late answer to the flood arrive before counting
+    # Answers to one chat are paced at 1/s: wait for all four, then a little longer for any
+    # answer that should not come.
+    async with asyncio.timeout(15):
+        while len(fake_telegram.sent_messages(ANN)) < 4:
+            await asyncio.sleep(0.1)
+    await asyncio.sleep(1.5)
 
     to_ann = [m["text"] for m in fake_telegram.sent_messages(ANN)]
     assert to_ann.count("I did not understand that. Send /help to see what I can do.") == 3

@@ -211,8 +211,12 @@ async def test_retry_after_is_honoured(
     calls = [c for c in fake_telegram.calls if c.method == "sendMessage"]
     assert [c.status for c in calls] == [429, 200]
     assert calls[1].at - calls[0].at >= 2.0
-    assert await attempts(db, nid) == [("telegram", "rate_limited", "429"), ("telegram", "sent",
-                                                                             None)]
+    expected = [("telegram", "rate_limited", "429"), ("telegram", "sent", None)]
+
+    async def recorded() -> bool:
+        return await attempts(db, nid) == expected
+
+    await eventually(recorded)
 
 
 async def test_admin_retries_dead_letters_from_the_alert_button(

@@ -1,0 +1,315 @@
+"""Delivery receipts and inbound WhatsApp messages, applied to the outbox and to contacts.
+
+Promises:
+- A receipt changes only the notification still on the channel it reports about: it is looked up
+  by provider message id and channel, so a receipt for a message that already moved on, a
+  duplicated webhook, or a message we never sent changes nothing.
+- "delivered" and "read" are timestamps beside the status, each set once; a receipt arriving out
+  of order (a "delivered" after "read") changes nothing. "sent", "queued", "accepted" and the
+  like are ignored: the dispatcher recorded the hand-over already.
+- A failed receipt ("failed" on WhatsApp, "failed"/"undelivered" on Twilio) for a sent message is
+  the one way back: it records a failed delivery attempt and either puts the notification back on
+  the next channel of its chain (pending now, the dispatcher woken after commit) or, when the
+  chain is spent or fallback is not allowed, dead-letters it (and tells the admins once per kind,
+  when given the alerting service). An opt-out code (WhatsApp 131050, Twilio 21610) also records
+  the opt-out. A message already delivered or read is never sent again because of a late failure.
+- An inbound WhatsApp message opens the recipient's 24 h window; STOP (ARRET/ARRÊT) opts them out
+  of WhatsApp and START opts them back in. Applying the same message twice changes nothing more.
+
+Everything runs in the caller's unit of work; nothing here commits.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy import text as sql
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.models import DeliveryAttempt, Notification, NotificationStatus, User
+from services import contacts
+from services.alerts import ALERT_KIND, Alerts, Severity
+from services.notifications import outbox
+from services.notifications.channels.base import ChannelName
+from services.notifications.failures import Failure, FailureClass
+
+log = logging.getLogger(__name__)
+
+# The provider reporting a receipt -> the channel its messages leave by.
+PROVIDER_CHANNELS: dict[str, str] = {
+    "whatsapp": ChannelName.WHATSAPP.value,
+    "twilio": ChannelName.SMS.value,
+}
+
+DELIVERED_STATUSES = frozenset({"delivered"})
+READ_STATUSES = frozenset({"read"})
+# WhatsApp: "failed". Twilio: "failed" (could not be sent) and "undelivered" (the carrier said no).
+FAILED_STATUSES = frozenset({"failed", "undelivered"})
+
+STOP_WORDS = frozenset({"stop", "arret", "arrêt"})
+START_WORDS = frozenset({"start"})
+
+
+class ReceiptOutcome(enum.StrEnum):
+    UNKNOWN_MESSAGE = "unknown_message"  # no notification on that channel has that message id
+    DELIVERED = "delivered"  # delivered_at set
+    READ = "read"  # read_at set (and delivered_at when it was missing)
+    IGNORED = "ignored"  # nothing to change: a duplicate, out of order, or a status we skip
+    FAILED_MOVED_ON = "failed_moved_on"  # pending again, on the next channel
+    DEAD_LETTERED = "dead_lettered"  # failed: no channel left, or fallback not allowed
+    # The message is being recorded by the dispatcher right now (only knowable with a
+    # `reference`): the caller should ask the provider to send the receipt again later.
+    IN_FLIGHT = "in_flight"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundResult:
+    """What an inbound WhatsApp message changed."""
+
+    user_id: int | None  # None: no user has that phone number
+    opted_out: bool = False  # a STOP recorded a new opt-out
+    opted_in: bool = False  # a START lifted an opt-out
+    keyword: str | None = None  # "stop" or "start" when the text was one
+
+
+def _no_code_failure(provider: str, status: str) -> Failure:
+    return Failure(
+        kind=FailureClass.UNKNOWN,
+        provider=provider,
+        code=status,
+        text=f"the provider reported the message {status}, without an error code",
+    )
+
+
+async def apply_receipt(
+    session: AsyncSession,
+    *,
+    provider: str,
+    provider_message_id: str,
+    status: str,
+    at: datetime,
+    failure: Failure | None,
+    now: datetime,
+    reference: str | None = None,
+    alerts: Alerts | None = None,
+) -> ReceiptOutcome:
+    """Apply one provider receipt (see the module docstring); returns what happened.
+
+    `at` is when the provider says it happened (clamped to `now`). `failure` is the classified
+    error of a failed receipt (classify_whatsapp / classify_twilio), None when the provider gave
+    no code. `reference` is the idempotency key the send carried (WhatsApp's
+    biz_opaque_callback_data), used only to tell a message still being recorded from an unknown
+    one. `alerts`, when given, tells the admins about a dead letter.
+    """
+    channel = PROVIDER_CHANNELS.get(provider)
+    if channel is None:
+        raise ValueError(f"unknown receipt provider {provider!r}")
+    status = status.strip().lower()
+    if status not in DELIVERED_STATUSES | READ_STATUSES | FAILED_STATUSES:
+        return ReceiptOutcome.IGNORED
+    if not provider_message_id:
+        return ReceiptOutcome.UNKNOWN_MESSAGE
+    at = min(at, now)
+    row = await session.scalar(
+        select(Notification)
+        .where(
+            Notification.provider_message_id == provider_message_id,
+            Notification.channel == channel,
+        )
+        .order_by(Notification.id.desc())
+        .limit(1)
+        .with_for_update()
+    )
+    if row is None:
+        if reference and await _in_flight(session, reference, channel):
+            return ReceiptOutcome.IN_FLIGHT
+        return ReceiptOutcome.UNKNOWN_MESSAGE
+
+    if status in READ_STATUSES:
+        if row.read_at is not None:
+            return ReceiptOutcome.IGNORED
+        row.read_at = at
+        if row.delivered_at is None:
+            row.delivered_at = at  # read implies delivered; Meta skips "delivered" then
+        row.updated_at = now
+        return ReceiptOutcome.READ
+    if status in DELIVERED_STATUSES:
+        if row.delivered_at is not None:
+            return ReceiptOutcome.IGNORED
+        row.delivered_at = at
+        row.updated_at = now
+        return ReceiptOutcome.DELIVERED
+
+    # A failed receipt.
+    if row.status != NotificationStatus.SENT:
+        return ReceiptOutcome.IGNORED  # dead-lettered, cancelled or archived since
+    if row.delivered_at is not None or row.read_at is not None:
+        # Several devices: one failed, another got it. Sending again would be a duplicate.
+        log.info("notification %s: failed receipt after it was delivered; kept as delivered",
+                 row.id)
+        return ReceiptOutcome.IGNORED
+    failure = failure or _no_code_failure(provider, status)
+    return await _fail(session, row, failure, now=now, alerts=alerts)
+
+
+async def _in_flight(session: AsyncSession, reference: str, channel: str) -> bool:
+    """True when the notification with this idempotency key is being sent on `channel`."""
+    found = (
+        await session.execute(
+            select(Notification.status, Notification.channel).where(
+                Notification.idempotency_key == reference
+            )
+        )
+    ).first()
+    return found is not None and found.status == NotificationStatus.SENDING and (
+        found.channel == channel
+    )
+
+
+async def _fail(
+    session: AsyncSession,
+    row: Notification,
+    failure: Failure,
+    *,
+    now: datetime,
+    alerts: Alerts | None,
+) -> ReceiptOutcome:
+    failed_channel = row.channel
+    session.add(
+        DeliveryAttempt(
+            notification_id=row.id,
+            channel=failed_channel,
+            outcome="failed",
+            error_class=failure.kind.value,
+            error_code=failure.code[:32],
+            error_text=f"delivery receipt: {failure.text}"[:500],
+            at=now,
+        )
+    )
+    row.last_error_class = failure.kind.value
+    row.last_error_code = failure.code[:32]
+    row.updated_at = now
+    if failure.opt_out and failed_channel in contacts.CHOOSABLE_CHANNELS:
+        reason = f"{failure.provider} {failure.code} (delivery receipt)"
+        if await contacts.record_opt_out(
+            session, user_id=row.recipient_id, channel=failed_channel, now=now, reason=reason
+        ):
+            log.info("user %s opted out of %s (%s)", row.recipient_id, failed_channel, reason)
+
+    chain = row.chain
+    if row.allow_fallback and row.channel_index + 1 < len(chain):
+        row.status = NotificationStatus.PENDING.value
+        row.channel_index += 1
+        row.channel = chain[row.channel_index]
+        row.channel_attempts = 0
+        row.parts_sent = 0
+        row.next_attempt_at = now
+        row.provider_message_id = None
+        row.sent_at = None
+        row.lease_until = row.lease_owner = None
+        row.last_error_text = failure.text
+        session.info[outbox.WAKE_FLAG] = True
+        if session.bind.dialect.name == "postgresql":
+            # Wakes dispatchers in other processes when this transaction commits.
+            await session.execute(sql(f"NOTIFY {outbox.PG_CHANNEL}"))
+        log.info("notification %s failed on %s after it was sent (%s %s): moved on to %s",
+                 row.id, failed_channel, failure.provider, failure.code, row.channel)
+        return ReceiptOutcome.FAILED_MOVED_ON
+
+    reason = f"no channel left after {failure.provider} {failure.code}: {failure.text}"
+    if not row.allow_fallback:
+        reason = f"fallback not allowed after {failure.provider} {failure.code}: {failure.text}"
+    row.status = NotificationStatus.FAILED.value
+    row.failed_at = now
+    row.last_error_text = reason
+    await _tell_admins(session, row, reason, now=now, alerts=alerts)
+    return ReceiptOutcome.DEAD_LETTERED
+
+
+async def _tell_admins(
+    session: AsyncSession, row: Notification, reason: str, *, now: datetime,
+    alerts: Alerts | None,
+) -> None:
+    """As the dispatcher does for its own dead letters: once per kind per window."""
+    text = f"notification {row.id} ({row.kind}) failed: {reason}"
+    if row.kind == ALERT_KIND:
+        # Never alert about an alert: that way lies a loop. Say it loudly instead.
+        log.error("ALERT UNDELIVERABLE to user %s: %s", row.recipient_id, text)
+        return
+    log.warning("dead letter: %s", text)
+    if alerts is None:
+        return
+    await alerts.alert(
+        session,
+        key=f"dead_letter:{row.kind}",
+        severity=Severity.HIGH,
+        text=f"Notifications of kind {row.kind} are failing. Latest: {text}",
+        now=now,
+        button={"text": "Retry failed", "callback_data": f"nf:retry:{row.kind}"[:64]},
+    )
+
+
+def keyword(text: str | None) -> str | None:
+    """ "stop" or "start" when an inbound text is one of the opt-out / opt-in words, else None."""
+    if not text:
+        return None
+    word = unicodedata.normalize("NFC", text).strip().strip(".!").strip().casefold()
+    if word in STOP_WORDS:
+        return "stop"
+    if word in START_WORDS:
+        return "start"
+    return None
+
+
+async def record_inbound_whatsapp(
+    session: AsyncSession,
+    *,
+    phone: str,
+    wamid: str,
+    text: str | None,
+    at: datetime,
+    now: datetime,
+) -> InboundResult:
+    """Apply one inbound WhatsApp message from `phone` (the webhook's "from": digits, no '+').
+
+    Opens the 24 h window (whatsapp_inbound_at only moves forward), and honours STOP / START.
+    An unknown or unusable number changes nothing. `wamid` is not needed yet (relaying to
+    operators will dedupe on it): every change here is idempotent, so a redelivered webhook is
+    harmless.
+    """
+    try:
+        number = contacts.normalize_phone(phone)
+    except contacts.InvalidPhone:
+        # Not even the wamid is logged: it encodes the sender's number.
+        log.info("inbound WhatsApp message from an unusable number: ignored")
+        return InboundResult(user_id=None)
+    user = await session.scalar(select(User).where(User.phone == number).with_for_update())
+    if user is None:
+        return InboundResult(user_id=None)
+    at = min(at, now)
+    if user.whatsapp_inbound_at is None or user.whatsapp_inbound_at < at:
+        user.whatsapp_inbound_at = at
+        user.updated_at = now
+    word = keyword(text)
+    if word == "stop":
+        changed = await contacts.record_opt_out(
+            session, user_id=user.id, channel=ChannelName.WHATSAPP.value, now=now,
+            reason="WhatsApp STOP",
+        )
+        if changed:
+            log.info("user %s opted out of whatsapp (STOP)", user.id)
+        return InboundResult(user_id=user.id, opted_out=changed, keyword=word)
+    if word == "start":
+        changed = await contacts.opt_in(
+            session, user_id=user.id, channel=ChannelName.WHATSAPP.value, now=now,
+            reason="WhatsApp START",
+        )
+        if changed:
+            log.info("user %s opted in to whatsapp again (START)", user.id)
+        return InboundResult(user_id=user.id, opted_in=changed, keyword=word)
+    return InboundResult(user_id=user.id)
