@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from database.engine import Database
+from tests.e2e.delivery import Providers, running_providers
 from tests.e2e.harness import TOKEN, BotProcess, bot_env
 from tests.fakes.telegram import FakeTelegram
 
@@ -42,3 +44,18 @@ async def start_bot(fake_telegram: FakeTelegram, db_url: str) -> AsyncIterator[S
         await process.stop()
         assert TOKEN not in process.text, "the bot token leaked into the process output"
         assert TOKEN.split(":")[1] not in process.text
+
+
+@pytest.fixture
+async def providers() -> AsyncIterator[Providers]:
+    """Fake WhatsApp Cloud API and Twilio, and a real SMTP server, for the bot to deliver to."""
+    async with running_providers() as running:
+        yield running
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    """The test's own connection to the database the bot process uses."""
+    database = Database.from_url(db_url)
+    yield database
+    await database.dispose()

@@ -3,109 +3,24 @@ real SMTP server: what each provider received, and what the database recorded.""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-
-import pytest
 from sqlalchemy import func, select
 
 from database.engine import Database
-from database.models import DeliveryAttempt, ManualTask, Notification, User
-from services.notifications import outbox
+from database.models import DeliveryAttempt, ManualTask, Notification
 from tests.e2e.conftest import StartBot
-from tests.fakes.smtp import Mailbox, smtp_server
+from tests.e2e.delivery import (
+    ADMIN,
+    Providers,
+    add_user,
+    attempts,
+    enqueue,
+    eventually,
+    status_of,
+)
 from tests.fakes.telegram import FakeTelegram
-from tests.fakes.twilio import FakeTwilio
-from tests.fakes.whatsapp import FakeWhatsApp
 
-ANN, BOB, ADMIN = 1001, 1002, 9000
+ANN, BOB = 1001, 1002
 ANN_PHONE = "+33612345678"
-
-
-@dataclass
-class Providers:
-    whatsapp: FakeWhatsApp
-    twilio: FakeTwilio
-    mailbox: Mailbox
-    env: dict[str, str]
-
-
-@pytest.fixture
-async def providers() -> AsyncIterator[Providers]:
-    async with FakeWhatsApp() as whatsapp, FakeTwilio() as twilio, smtp_server() as (box, port):
-        env = {
-            "WHATSAPP_TOKEN": whatsapp.token,
-            "WHATSAPP_PHONE_NUMBER_IDS": "100100",
-            "WHATSAPP_API_BASE": whatsapp.base_url,
-            "WHATSAPP_API_VERSION": "v23.0",
-            "WHATSAPP_RECIPIENT_INTERVAL_SECONDS": "0",
-            "TWILIO_ACCOUNT_SID": twilio.account_sid,
-            "TWILIO_AUTH_TOKEN": twilio.auth_token,
-            "TWILIO_FROM": "+15005550006",
-            "TWILIO_API_BASE": twilio.base_url,
-            "TWILIO_RATE_PER_SECOND": "50",
-            "SMTP_HOST": "127.0.0.1",
-            "SMTP_PORT": str(port),
-            "SMTP_FROM": "desk@example.com",
-            "SMTP_STARTTLS": "false",
-            "ADMIN_IDS": str(ADMIN),
-            "DISPATCHER_IDLE_SECONDS": "0.2",
-            "SEND_RETRY_WAIT_SECONDS": "0.01",
-            "RETRY_SCHEDULE_SECONDS": "0.2",
-        }
-        yield Providers(whatsapp, twilio, box, env)
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    database = Database.from_url(db_url)
-    yield database
-    await database.dispose()
-
-
-async def add_user(db: Database, telegram_id: int, *, phone: str | None = None,
-                   email: str | None = None, roles: str = "requester",
-                   wrote_on_whatsapp: bool = True) -> int:
-    now = datetime.now(UTC)
-
-    async def work(session) -> int:
-        user = User(telegram_id=telegram_id, phone=phone, email=email, language="en",
-                    display_name=f"User {telegram_id}", roles=roles, created_at=now,
-                    updated_at=now, whatsapp_inbound_at=now if wrote_on_whatsapp else None)
-        session.add(user)
-        await session.flush()
-        return user.id
-
-    return await db.run(work)
-
-
-async def enqueue(db: Database, user_id: int, key: str, text: str, **kw) -> int:
-    result = await db.run(lambda s: outbox.enqueue(
-        s, recipient_id=user_id, kind=kw.pop("kind", "request.update"), idempotency_key=key,
-        text=text, now=datetime.now(UTC), **kw))
-    return result.id
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.1)
-
-
-async def status_of(db: Database, notification_id: int) -> tuple[str, str]:
-    async with db.transaction() as session:
-        row = await session.get_one(Notification, notification_id)
-        return row.status, row.channel
-
-
-async def attempts(db: Database, notification_id: int) -> list[tuple[str, str, str | None]]:
-    async with db.transaction() as session:
-        rows = await session.scalars(
-            select(DeliveryAttempt).where(DeliveryAttempt.notification_id == notification_id)
-            .order_by(DeliveryAttempt.id))
-        return [(a.channel, a.outcome, a.error_code) for a in rows]
 
 
 async def test_blocked_user_falls_back_through_every_channel_to_a_manual_task(

@@ -10,7 +10,6 @@ import asyncio
 import re
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -33,13 +32,6 @@ FAST = {
     "SEND_RETRY_WAIT_SECONDS": "0.01",
     "RETRY_SCHEDULE_SECONDS": "0.2",
 }
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    database = Database.from_url(db_url)
-    yield database
-    await database.dispose()
 
 
 async def seed(db: Database, users: int, per_user: int) -> list[str]:

@@ -7,111 +7,42 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
-import pytest
-from sqlalchemy import select
 
 from database.engine import Database
-from database.models import DeliveryAttempt, Notification, User
-from services.notifications import outbox
+from database.models import User
 from tests.e2e.conftest import StartBot
+from tests.e2e.delivery import (
+    APP_SECRET,
+    VERIFY_TOKEN,
+    Providers,
+    add_user,
+    attempts,
+    enqueue,
+    eventually,
+    row,
+)
 from tests.e2e.harness import BotProcess
-from tests.fakes.smtp import Mailbox, smtp_server
-from tests.fakes.twilio import FakeTwilio, twilio_signature
-from tests.fakes.whatsapp import FakeWhatsApp, sign, webhook_error
+from tests.fakes.twilio import twilio_signature
+from tests.fakes.whatsapp import sign, webhook_error
 
 ANN = 1001
 ANN_PHONE = "+33612345678"
 ANN_WA = "33612345678"
-APP_SECRET = "wa-app-secret-for-e2e"
-VERIFY_TOKEN = "wa-verify-token-e2e"
 WA_PATH = "/webhooks/whatsapp"
 TWILIO_PATH = "/webhooks/twilio/status"
 
 
-@dataclass
-class Providers:
-    whatsapp: FakeWhatsApp
-    twilio: FakeTwilio
-    mailbox: Mailbox
-    env: dict[str, str]
-
-
-@pytest.fixture
-async def providers() -> AsyncIterator[Providers]:
-    async with FakeWhatsApp() as whatsapp, FakeTwilio() as twilio, smtp_server() as (box, port):
-        env = {
-            "WHATSAPP_TOKEN": whatsapp.token,
-            "WHATSAPP_PHONE_NUMBER_IDS": "100100",
-            "WHATSAPP_API_BASE": whatsapp.base_url,
-            "WHATSAPP_API_VERSION": "v23.0",
-            "WHATSAPP_RECIPIENT_INTERVAL_SECONDS": "0",
-            "WHATSAPP_APP_SECRET": APP_SECRET,
-            "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
-            "TWILIO_ACCOUNT_SID": twilio.account_sid,
-            "TWILIO_AUTH_TOKEN": twilio.auth_token,
-            "TWILIO_FROM": "+15005550006",
-            "TWILIO_API_BASE": twilio.base_url,
-            "TWILIO_RATE_PER_SECOND": "50",
-            "SMTP_HOST": "127.0.0.1",
-            "SMTP_PORT": str(port),
-            "SMTP_FROM": "desk@example.com",
-            "SMTP_STARTTLS": "false",
-            "DISPATCHER_IDLE_SECONDS": "0.2",
-            "SEND_RETRY_WAIT_SECONDS": "0.01",
-            "RETRY_SCHEDULE_SECONDS": "0.2",
-        }
-        yield Providers(whatsapp, twilio, box, env)
-
-
-async def add_user(db: Database, *, phone: str | None = ANN_PHONE,
-                   email: str | None = "ann@example.com", wrote_on_whatsapp: bool = True) -> int:
-    now = datetime.now(UTC)
-
-    async def work(session) -> int:
-        user = User(telegram_id=ANN, phone=phone, email=email, language="en",
-                    display_name="Ann", roles="requester", created_at=now, updated_at=now,
-                    whatsapp_inbound_at=now if wrote_on_whatsapp else None)
-        session.add(user)
-        await session.flush()
-        return user.id
-
-    return await db.run(work)
-
-
-async def enqueue(db: Database, user_id: int, key: str, text: str, channels: list[str]) -> int:
-    result = await db.run(lambda s: outbox.enqueue(
-        s, recipient_id=user_id, kind="request.update", idempotency_key=key, text=text,
-        now=datetime.now(UTC), channels=channels))
-    return result.id
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.1)
-
-
-async def row(db: Database, notification_id: int) -> Notification:
-    async with db.transaction() as session:
-        return await session.get_one(Notification, notification_id)
+async def add_ann(db: Database, *, wrote_on_whatsapp: bool = True) -> int:
+    return await add_user(db, ANN, phone=ANN_PHONE, email="ann@example.com",
+                          wrote_on_whatsapp=wrote_on_whatsapp)
 
 
 async def stored_user(db: Database, user_id: int) -> User:
     async with db.transaction() as session:
         return await session.get_one(User, user_id)
-
-
-async def attempts(db: Database, notification_id: int) -> list[tuple[str, str, str | None]]:
-    async with db.transaction() as session:
-        rows = await session.scalars(
-            select(DeliveryAttempt).where(DeliveryAttempt.notification_id == notification_id)
-            .order_by(DeliveryAttempt.id))
-        return [(a.channel, a.outcome, a.error_code) for a in rows]
 
 
 async def sent_on(db: Database, notification_id: int, channel: str) -> None:
@@ -178,9 +109,9 @@ async def test_without_a_verify_token_verification_is_refused(
 async def test_signed_statuses_set_delivered_then_read_on_the_sent_row(
     providers: Providers, start_bot: StartBot, db: Database
 ) -> None:
-    user = await add_user(db)
+    user = await add_ann(db)
     nid = await enqueue(db, user, "update:1", "Your technician arrives at 14:00.",
-                        ["whatsapp", "sms"])
+                        channels=["whatsapp", "sms"])
     bot = await start(start_bot, providers)
     await sent_on(db, nid, "whatsapp")
     wamid = providers.whatsapp.sent[0].wamid
@@ -206,8 +137,8 @@ async def test_signed_statuses_set_delivered_then_read_on_the_sent_row(
 async def test_forged_broken_and_oversized_deliveries_change_nothing(
     providers: Providers, start_bot: StartBot, db: Database
 ) -> None:
-    user = await add_user(db)
-    nid = await enqueue(db, user, "update:1", "Hello", ["whatsapp", "sms"])
+    user = await add_ann(db)
+    nid = await enqueue(db, user, "update:1", "Hello", channels=["whatsapp", "sms"])
     bot = await start(start_bot, providers)
     await sent_on(db, nid, "whatsapp")
     wamid = providers.whatsapp.sent[0].wamid
@@ -257,7 +188,7 @@ async def test_forged_broken_and_oversized_deliveries_change_nothing(
 async def test_inbound_messages_open_the_window_and_stop_start_are_honoured(
     providers: Providers, start_bot: StartBot, db: Database
 ) -> None:
-    user = await add_user(db, wrote_on_whatsapp=False)
+    user = await add_ann(db, wrote_on_whatsapp=False)
     bot = await start(start_bot, providers)
     url = f"{bot.web_url}{WA_PATH}"
     unicode_heavy = "Bonjour 👋🏽 — مرحبا — 你好 — Ünïcödé ✓ \u200d\u202e ﷽ " * 20
@@ -272,7 +203,7 @@ async def test_inbound_messages_open_the_window_and_stop_start_are_honoured(
     assert (await stored_user(db, user)).opt_outs == "whatsapp"
 
     # While opted out, a notification skips WhatsApp.
-    nid = await enqueue(db, user, "update:2", "Opted out of WhatsApp", ["whatsapp", "sms"])
+    nid = await enqueue(db, user, "update:2", "Opted out of WhatsApp", channels=["whatsapp", "sms"])
     await sent_on(db, nid, "sms")
     assert providers.whatsapp.sent == []
 
@@ -285,9 +216,9 @@ async def test_inbound_messages_open_the_window_and_stop_start_are_honoured(
 async def test_a_failed_whatsapp_status_moves_the_notification_on_to_sms(
     providers: Providers, start_bot: StartBot, db: Database
 ) -> None:
-    user = await add_user(db)
+    user = await add_ann(db)
     nid = await enqueue(db, user, "update:1", "Your technician arrives at 14:00.",
-                        ["whatsapp", "sms"])
+                        channels=["whatsapp", "sms"])
     bot = await start(start_bot, providers)
     await sent_on(db, nid, "whatsapp")
     wamid = providers.whatsapp.sent[0].wamid
@@ -317,9 +248,9 @@ async def test_a_failed_whatsapp_status_moves_the_notification_on_to_sms(
 async def test_an_undelivered_sms_moves_on_to_email_and_forged_callbacks_are_refused(
     providers: Providers, start_bot: StartBot, db: Database
 ) -> None:
-    user = await add_user(db)
-    nid = await enqueue(db, user, "update:1", "Your invoice is ready.", ["sms", "email"])
-    other = await enqueue(db, user, "update:2", "Second message.", ["sms", "email"])
+    user = await add_ann(db)
+    nid = await enqueue(db, user, "update:1", "Your invoice is ready.", channels=["sms", "email"])
+    other = await enqueue(db, user, "update:2", "Second message.", channels=["sms", "email"])
     bot = await start(start_bot, providers)
     await sent_on(db, nid, "sms")
     await sent_on(db, other, "sms")
