@@ -33,9 +33,10 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramRetryAfter
 
-from bot.telegram_pacing import DEFAULT_MARGIN, PacingMiddleware
+from bot.telegram_pacing import DEFAULT_CHAT_MARGIN, DEFAULT_MARGIN, PacingMiddleware
 from services.clock import SystemClock
 from services.notifications.pacing import MemoryRateLimiter, RateLimiter
+from services.notifications.pacing_redis import RedisRateLimiter
 from tests.fakes.telegram import TEST_TOKEN, FakeTelegram
 
 TELEGRAM_RATE = 30.0  # messages per second overall
@@ -136,15 +137,18 @@ def _measure(name: str, fake: FakeTelegram, started: float, seconds: float) -> P
     )
 
 
-async def _limiter(redis_url: str | None) -> tuple[RateLimiter, object | None]:
+def _limiter(redis_url: str | None) -> RateLimiter:
     if not redis_url:
-        return MemoryRateLimiter(SystemClock()), None
-    from redis.asyncio import Redis
+        return MemoryRateLimiter(SystemClock())
+    return RedisRateLimiter.from_url(redis_url, prefix=f"bench-pace-{uuid.uuid4().hex[:8]}:")
 
-    from services.notifications.pacing_redis import RedisRateLimiter
 
-    client = Redis.from_url(redis_url)
-    return RedisRateLimiter(client, prefix=f"bench-pace-{uuid.uuid4().hex[:8]}:"), client
+async def _close(limiter: RateLimiter) -> None:
+    if isinstance(limiter, RedisRateLimiter):
+        keys = [key async for key in limiter.redis.scan_iter(f"{limiter.prefix}*")]
+        if keys:
+            await limiter.redis.delete(*keys)
+        await limiter.aclose()
 
 
 async def main(argv: list[str] | None = None) -> dict[str, object]:
@@ -152,13 +156,17 @@ async def main(argv: list[str] | None = None) -> dict[str, object]:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="5 s per phase instead of 20 s")
     parser.add_argument("--seconds", type=float, help="sending time per phase (overrides --quick)")
-    parser.add_argument("--chats", type=int, default=60, help="private chats sent to (>= 30)")
+    parser.add_argument(
+        "--chats", type=int, default=60, help="private chats (under 30, 1/s per chat binds first)"
+    )
     parser.add_argument("--redis", metavar="URL", help="keep the limiter in Redis at this URL")
     args = parser.parse_args(argv)
+    if args.chats < 1:
+        parser.error("--chats must be positive")
     seconds = args.seconds or (5.0 if args.quick else 20.0)
     chats = list(range(100_001, 100_001 + args.chats))
-    limiter, client = await _limiter(args.redis)
-    kind = "redis" if client is not None else "memory"
+    limiter = _limiter(args.redis)
+    kind = "redis" if args.redis else "memory"
     _log(
         f"pacing benchmark: {len(chats)} chats, {seconds:.0f} s per phase, limiter in {kind}, "
         f"fake Telegram limits {TELEGRAM_RATE:.0f}/s overall, {TELEGRAM_PER_CHAT:.0f}/s per chat"
@@ -166,13 +174,8 @@ async def main(argv: list[str] | None = None) -> dict[str, object]:
     try:
         paced = await _run_phase("paced", limiter, chats, seconds)
     finally:
-        if client is not None:
-            keys = [key async for key in client.scan_iter(f"{limiter.prefix}*")]  # type: ignore[attr-defined]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()  # type: ignore[attr-defined]
+        await _close(limiter)
     _log(f"[paced] done: {paced}")
-    await asyncio.sleep(1.1)  # let nothing of one phase's window spill into the next
     baseline = await _run_phase("baseline", None, chats, seconds)
     _log(f"[baseline] done: {baseline}")
     fraction = paced.achieved_rate / TELEGRAM_RATE
@@ -182,6 +185,7 @@ async def main(argv: list[str] | None = None) -> dict[str, object]:
         "limiter": kind,
         "limit_per_second": TELEGRAM_RATE,
         "margin": DEFAULT_MARGIN,
+        "chat_margin": DEFAULT_CHAT_MARGIN,
         "chats": len(chats),
         "seconds": round(paced.seconds, 3),
         "messages": paced.messages,

@@ -87,12 +87,13 @@ def build_delivery(
     redis = None
     limiter: RateLimiter
     if settings.redis_url:
-        from redis.asyncio import Redis
-
         from services.notifications.pacing_redis import RedisMessagingLimit, RedisRateLimiter
 
-        redis = Redis.from_url(settings.redis_url)
-        limiter = RedisRateLimiter(redis)
+        # If Redis goes away, pace in memory for this process and try Redis again shortly.
+        redis_limiter = RedisRateLimiter.from_url(
+            settings.redis_url, fallback=MemoryRateLimiter(clock)
+        )
+        redis, limiter = redis_limiter.redis, redis_limiter
         messaging_limit: Any = RedisMessagingLimit(
             redis, tier_limit(settings.whatsapp_messaging_limit)
         )
@@ -101,7 +102,12 @@ def build_delivery(
         messaging_limit = MemoryMessagingLimit(tier_limit(settings.whatsapp_messaging_limit))
 
     # Every Bot API call passes through this one limiter: handler replies and deliveries alike.
-    bot.session.middleware(PacingMiddleware.from_settings(settings, limiter, clock))
+    # A send that would wait past half a lease is deferred instead, so no row outlives its lease.
+    bot.session.middleware(
+        PacingMiddleware.from_settings(
+            settings, limiter, clock, max_wait=settings.dispatcher_lease_seconds / 2
+        )
+    )
 
     channels: dict[str, Channel] = {
         ChannelName.TELEGRAM: TelegramChannel(bot),

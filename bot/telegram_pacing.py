@@ -20,17 +20,29 @@ How a send is paced (`TelegramPacer.slot`):
    message leaves. Taking the chat first and the global slot at once keeps the moment a slot
    is taken and the moment the message leaves close together, which is what a sliding-window
    counter such as Telegram's sees.
-4. Limits run at `margin` (97 %) of the configured rates. GCRA spaces events evenly, so 30
-   messages span 29 intervals of 1/29.1 s and the 31st comes 1/0.97 - 1 = 31 ms after the
-   one-second window of a sliding counter like Telegram's has moved past the first: that slack
-   absorbs the jitter between taking a slot and the message reaching Telegram.
+4. The global limit runs at `margin` (97 %) of the configured rate. GCRA spaces events evenly,
+   so 30 messages span 29 intervals of 1/29.1 s and the 31st comes 1/0.97 - 1 = 31 ms after
+   the one-second window of a sliding counter like Telegram's has moved past the first: that
+   slack absorbs the jitter between taking a slot and the message reaching Telegram. Chat
+   limits run at `chat_margin` (95 %): two messages to a private chat leave 1.053 s apart, so
+   the first may reach Telegram up to 52 ms later than the second and still be a second
+   apart (the benchmark saw gaps down to 1.007 s at 97 % on a loaded machine). It costs
+   throughput only when fewer than 31 chats share the traffic (30 x 0.95 = 28.5/s).
 5. A sleeping task wakes a little late (asyncio rounds timers up to the millisecond, and a busy
    loop adds more); with a strict GCRA every late wake-up is lost for good, which alone costs
    3-4 % of the rate. The global key therefore gets a tolerance of `catch_up_seconds` (5 ms,
    expressed as a fractional burst of 1 + 5 ms x rate): a slot may be taken up to 5 ms before
    its time, so a wake-up late by less than that loses nothing. It spends 5 ms of the 31 ms
    slack; the rest still covers jitter. Chat keys keep a strict GCRA: they are rarely the
-   bottleneck, and their slack (3 % of a second) is all left for jitter.
+   bottleneck, and their slack is all left for jitter.
+6. Slack covers ordinary jitter, not a message that took much longer than usual to reach
+   Telegram: one delayed 40 ms (a new connection, the process paused by the OS) lands
+   together with the messages after it, and the 31st message after it then shares its
+   one-second window. So each send reports how long it took from its slot to its answer
+   (`sent`). The time beyond the fastest recent send bounds how late it may have arrived;
+   when that excess is more than a key's slack, the key's schedule moves back by the
+   difference (`block`). Steady latency, however long, costs nothing. Only outliers pause
+   the schedule, and only by what they could have eaten into the window.
 
 Edits, answerCallbackQuery, getUpdates and the like are not messages sent to a chat and pass
 untouched. A send with `allow_paid_broadcast` skips the global limit (Telegram lifts it for
@@ -87,6 +99,7 @@ SEND_METHODS = frozenset((
 ))  # fmt: skip
 
 DEFAULT_MARGIN = 0.97
+DEFAULT_CHAT_MARGIN = 0.95
 DEFAULT_CATCH_UP = 0.005  # seconds a global slot may be taken early (see 5. above)
 
 
@@ -112,11 +125,8 @@ class _KeyedLocks:
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
-    async def acquire(self, key: str, deadline: float | None) -> int:
-        """Take the key's lock (before the loop time `deadline`, else TimeoutError).
-
-        Returns how many were holding or waiting for it when this call arrived.
-        """
+    async def acquire(self, key: str, deadline: float | None) -> None:
+        """Take the key's lock (before the loop time `deadline`, else TimeoutError)."""
         lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
         self._locks[key] = (lock, users + 1)
         acquired = False
@@ -126,7 +136,6 @@ class _KeyedLocks:
         finally:
             if not acquired:
                 self._forget(key)
-        return users
 
     def release(self, key: str) -> None:
         self._locks[key][0].release()
@@ -149,7 +158,8 @@ class _KeyedLocks:
 class TelegramPacer:
     """Waits until a message may go to a chat without breaking Telegram's limits.
 
-    Rates are Telegram's (or the settings'); the pacer runs at `margin` of them. Keys in the
+    Rates are Telegram's (or the settings'); the pacer runs at `margin` of the global rate and
+    `chat_margin` of the chat rates (see the module docstring). Keys in the
     limiter are `{prefix}:{bot_id}:global` and `{prefix}:{bot_id}:chat:{chat_id}`, so two bots
     (tokens) have separate budgets and all processes of one bot share theirs.
     """
@@ -163,13 +173,14 @@ class TelegramPacer:
         per_chat_per_second: float = 1.0,
         group_per_minute: float = 20.0,
         margin: float = DEFAULT_MARGIN,
+        chat_margin: float = DEFAULT_CHAT_MARGIN,
         catch_up_seconds: float = DEFAULT_CATCH_UP,
         global_evidence_seconds: float = 1.0,
         prefix: str = "tg",
     ) -> None:
-        if not 0 < margin <= 1:
-            raise ValueError(f"margin must be in (0, 1], got {margin}")
-        if not 0 <= catch_up_seconds < 1 / margin - 1:
+        if not (0 < margin <= 1 and 0 < chat_margin <= 1):
+            raise ValueError(f"margins must be in (0, 1], got {margin} and {chat_margin}")
+        if catch_up_seconds < 0 or (catch_up_seconds > 0 and catch_up_seconds >= 1 / margin - 1):
             raise ValueError(
                 f"catch_up_seconds must be below the margin's slack ({1 / margin - 1:.3f} s)"
             )
@@ -178,8 +189,14 @@ class TelegramPacer:
         self.global_rate = rate_per_second * margin
         # GCRA's tolerance is (burst - 1) intervals; a fractional burst expresses it in seconds.
         self.global_burst = 1.0 + catch_up_seconds * self.global_rate
-        self.private_rate = per_chat_per_second * margin  # per 1 s
-        self.group_rate = group_per_minute * margin  # per 60 s
+        self.catch_up_seconds = catch_up_seconds
+        # How much later than the schedule a message may reach Telegram and still keep the
+        # limit (see 6. above): the margin's spare time over one period, less the tolerance.
+        self.global_slack = (1 / margin - 1) - catch_up_seconds
+        self.chat_margin = chat_margin
+        self._latencies: deque[float] = deque(maxlen=64)
+        self.private_rate = per_chat_per_second * chat_margin  # per 1 s
+        self.group_rate = group_per_minute * chat_margin  # per 60 s
         self.global_evidence_seconds = global_evidence_seconds
         self.prefix = prefix
         self._chat_locks = _KeyedLocks()
@@ -195,6 +212,11 @@ class TelegramPacer:
             per_chat_per_second=settings.telegram_per_chat_per_second,
             group_per_minute=settings.telegram_group_per_minute,
         )
+
+    @property
+    def busy_chats(self) -> int:
+        """Chats with a send waiting or in flight in this process."""
+        return len(self._chat_locks)
 
     def global_key(self, bot_id: int) -> str:
         return f"{self.prefix}:{bot_id}:global"
@@ -266,7 +288,7 @@ class TelegramPacer:
                         remaining = None if deadline is None else max(deadline - loop.time(), 0)
                         took = await acquire(
                             self.limiter, global_key, self.global_rate,
-                            burst=self.global_burst,  # type: ignore[arg-type]
+                            burst=self.global_burst,
                             max_wait=remaining,
                         )  # fmt: skip
                         if took < 0:
@@ -281,6 +303,29 @@ class TelegramPacer:
             if deadline is not None and loop.time() + wait > deadline:
                 raise SlotUnavailable(wait)
             await asyncio.sleep(wait)
+
+    async def sent(
+        self, bot_id: int, chat_id: int | str, took: float, *, broadcast: bool = True
+    ) -> None:
+        """A send to `chat_id` was answered `took` seconds after its slot was taken.
+
+        If it may have reached Telegram late enough to share a window with messages paced
+        after it, move the schedules of its keys back by the excess (see 6. above).
+        """
+        excess = took - min(self._latencies, default=0.0)
+        self._latencies.append(took)
+        rate, per = self.chat_limit(chat_id)
+        keys = [(self.chat_key(bot_id, chat_id), per / rate, 0.0, per * (1 / self.chat_margin - 1),
+                 per)]  # fmt: skip
+        if broadcast:
+            keys.append((self.global_key(bot_id), 1 / self.global_rate, self.catch_up_seconds,
+                         self.global_slack, 1.0))  # fmt: skip
+        for key, interval, tolerance, slack, period in keys:
+            if excess > slack:
+                delay = interval + tolerance + min(excess - slack, period)
+                log.debug("send took %.3f s (%.3f s over the fastest): %s held %.3f s",
+                          took, excess, key, delay)  # fmt: skip
+                await self.limiter.block(key, delay)
 
     async def retry_after(self, bot_id: int, chat_id: int | str, seconds: float) -> None:
         """Telegram answered 429: keep the chat (and, on evidence, everything) quiet."""
@@ -359,15 +404,23 @@ class PacingMiddleware(BaseRequestMiddleware):
         if target is None:
             return await make_request(bot, method)
         chat_id, messages, broadcast = target
+        clock = self.pacer.clock
         try:
             async with self.pacer.slot(
                 bot.id, chat_id, messages=messages, broadcast=broadcast, max_wait=self.max_wait
             ):
+                started = clock.monotonic()
                 try:
-                    return await make_request(bot, method)
-                except TelegramRetryAfter as exc:
-                    await self.pacer.retry_after(bot.id, chat_id, exc.retry_after)
+                    result = await make_request(bot, method)
+                except Exception as exc:  # the request may still have reached Telegram
+                    if isinstance(exc, TelegramRetryAfter):
+                        await self.pacer.retry_after(bot.id, chat_id, exc.retry_after)
+                    took = clock.monotonic() - started
+                    await self.pacer.sent(bot.id, chat_id, took, broadcast=broadcast)
                     raise
+                took = clock.monotonic() - started
+                await self.pacer.sent(bot.id, chat_id, took, broadcast=broadcast)
+                return result
         except SlotUnavailable as exc:  # raised before anything was sent
             raise PacingDeferred(
                 method,

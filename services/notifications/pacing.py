@@ -15,7 +15,7 @@ from services.clock import Clock
 
 
 class RateLimiter(Protocol):
-    async def try_acquire(self, key: str, rate: float, per: float = 1.0, burst: int = 1) -> float:
+    async def try_acquire(self, key: str, rate: float, per: float = 1.0, burst: float = 1) -> float:
         """Take one slot of `rate` events per `per` seconds for `key` (up to `burst` at once).
 
         Returns 0.0 when the slot was taken, else the seconds until one is free (nothing taken).
@@ -32,7 +32,7 @@ class MemoryRateLimiter:
         self.clock = clock
         self._tat: dict[str, float] = {}
 
-    async def try_acquire(self, key: str, rate: float, per: float = 1.0, burst: int = 1) -> float:
+    async def try_acquire(self, key: str, rate: float, per: float = 1.0, burst: float = 1) -> float:
         now = self.clock.monotonic()
         interval = per / rate
         tat = max(self._tat.get(key, now), now)
@@ -58,7 +58,7 @@ async def acquire(
     key: str,
     rate: float,
     per: float = 1.0,
-    burst: int = 1,
+    burst: float = 1,
     *,
     max_wait: float | None = None,
 ) -> float:

@@ -18,7 +18,10 @@ Scripts run with EVALSHA and are loaded again if the server lost them (redis-py'
 
 If Redis is unreachable, a `RedisRateLimiter` given a `fallback` (a `MemoryRateLimiter`) paces
 with it, per process, and says so in the log: N processes may then send up to N times the
-limit and meet a few 429s, which beats every send failing while Redis is down.
+limit and meet a few 429s, which beats every send failing while Redis is down. After a failure
+it asks Redis again only every `retry_redis_seconds`, and `from_url` builds a client that fails
+fast (1 s timeouts, one immediate retry) instead of redis-py's default of three retries with
+backoff of up to 10 s, so a Redis outage costs sends a second, not a minute.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import time
 from datetime import datetime, timedelta
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from services.clock import Clock
@@ -126,18 +131,39 @@ class RedisRateLimiter:
         prefix: str = "pace:",
         *,
         fallback: RateLimiter | None = None,
+        retry_redis_seconds: float = 5.0,
         clock: Clock | None = None,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
         self.fallback = fallback
+        self.retry_redis_seconds = retry_redis_seconds
         self.clock = clock
         self._script = redis.register_script(_GCRA_LUA)
-        self._warned_at: float | None = None
+        self._owns_client = False
+        self._down_until = 0.0  # time.monotonic() before which Redis is not asked
+
+    @classmethod
+    def from_url(
+        cls, url: str, prefix: str = "pace:", *, fallback: RateLimiter | None = None
+    ) -> RedisRateLimiter:
+        """A limiter with a client of its own that fails fast; close it with `aclose()`."""
+        client = Redis.from_url(
+            url, socket_connect_timeout=1.0, socket_timeout=1.0, retry=Retry(NoBackoff(), 1)
+        )
+        limiter = cls(client, prefix, fallback=fallback)
+        limiter._owns_client = True
+        return limiter
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.redis.aclose()
 
     async def try_acquire(self, key: str, rate: float, per: float = 1.0, burst: int = 1) -> float:
         if rate <= 0 or per <= 0 or burst < 1:
             raise ValueError(f"need rate > 0, per > 0 and burst >= 1, got {rate}, {per}, {burst}")
+        if self.fallback is not None and time.monotonic() < self._down_until:
+            return await self.fallback.try_acquire(key, rate, per, burst)
         try:
             wait = await self._script(
                 keys=[self.prefix + key],
@@ -146,11 +172,16 @@ class RedisRateLimiter:
         except (RedisError, OSError) as exc:
             if self.fallback is None:
                 raise
-            self._warn(exc)
+            self._went_down(exc)
             return await self.fallback.try_acquire(key, rate, per, burst)
         return max(float(wait), 0.0)
 
     async def block(self, key: str, seconds: float) -> None:
+        if self.fallback is not None:
+            # Remembered locally too, so a block survives Redis going down right after it.
+            await self.fallback.block(key, seconds)
+            if time.monotonic() < self._down_until:
+                return
         try:
             await self._script(
                 keys=[self.prefix + key],
@@ -159,17 +190,16 @@ class RedisRateLimiter:
         except (RedisError, OSError) as exc:
             if self.fallback is None:
                 raise
-            self._warn(exc)
-            await self.fallback.block(key, seconds)
+            self._went_down(exc)
 
-    def _warn(self, exc: Exception) -> None:
+    def _went_down(self, exc: Exception) -> None:
         now = time.monotonic()
-        if self._warned_at is None or now - self._warned_at >= 60:
-            self._warned_at = now
+        if now >= self._down_until:
             log.warning(
-                "rate limiter: Redis unreachable (%s: %s); pacing in this process only "
-                "until it is back", type(exc).__name__, exc,
+                "rate limiter: Redis unreachable (%s: %s); pacing in this process only, "
+                "asking Redis again in %.0f s", type(exc).__name__, exc, self.retry_redis_seconds,
             )  # fmt: skip
+        self._down_until = now + self.retry_redis_seconds
 
     def _now(self) -> str:
         return "" if self.clock is None else repr(self.clock.monotonic())

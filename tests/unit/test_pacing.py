@@ -10,6 +10,7 @@ messaging-limit cases run against the in-memory and the Redis implementation ali
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -185,18 +186,21 @@ async def test_redis_script_is_loaded_again_if_the_server_forgot_it(
 
 
 async def test_redis_unreachable_falls_back_to_memory_or_raises(clock: FakeClock) -> None:
-    down = Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)  # nothing listens there
+    url = "redis://127.0.0.1:1/0"  # nothing listens there
+    without = RedisRateLimiter.from_url(url)
+    limiter = RedisRateLimiter.from_url(url, fallback=MemoryRateLimiter(clock))
     try:
-        without = RedisRateLimiter(down)
+        started = time.monotonic()
         with pytest.raises(RedisError):
             await without.try_acquire("k", rate=1)
-        limiter = RedisRateLimiter(down, fallback=MemoryRateLimiter(clock))
         assert await limiter.try_acquire("k", rate=1) == 0.0
         assert await limiter.try_acquire("k", rate=1) == pytest.approx(1.0)
         await limiter.block("k", 5)
         assert await limiter.try_acquire("k", rate=1) == pytest.approx(5.0)
+        assert time.monotonic() - started < 5  # fails fast; Redis is not asked at every call
     finally:
-        await down.aclose()
+        await without.aclose()
+        await limiter.aclose()
 
 
 # ------------------------------------------------------------------- messaging limit
@@ -278,11 +282,39 @@ def test_only_sends_to_a_chat_are_paced() -> None:
 
 async def test_pacer_chat_limits_private_and_group(clock: FakeClock) -> None:
     limiter = MemoryRateLimiter(clock)
-    pacer = TelegramPacer(limiter, clock=clock, margin=0.5)
-    assert pacer.chat_limit(1001) == (0.5, 1.0)  # 1/s at 50 %
-    assert pacer.chat_limit(-1001) == (10.0, 60.0)  # 20/min at 50 %
-    assert pacer.chat_limit("@channel") == (10.0, 60.0)
-    assert pacer.global_rate == 15.0
+    pacer = TelegramPacer(limiter, clock=clock, margin=0.5, chat_margin=0.25, catch_up_seconds=0)
+    assert pacer.chat_limit(1001) == (0.25, 1.0)  # 1/s at 25 %
+    assert pacer.chat_limit(-1001) == (5.0, 60.0)  # 20/min at 25 %
+    assert pacer.chat_limit("@channel") == (5.0, 60.0)
+    assert pacer.global_rate == 15.0  # 30/s at 50 %
+    assert pacer.global_burst == 1.0
+
+
+async def test_a_send_answered_much_later_than_usual_moves_the_schedules_back(
+    clock: FakeClock,
+) -> None:
+    limiter = MemoryRateLimiter(clock)
+    pacer = TelegramPacer(limiter, clock=clock)  # 97 % of 30/s, 95 % of 1/s, 5 ms catch-up
+    for _ in range(3):
+        await pacer.sent(1, 1001, 0.010)  # usual latency: nothing held
+        await pacer.sent(1, -2001, 0.012)
+    assert await limiter.try_acquire(pacer.global_key(1), 1000) == 0.0
+    assert await limiter.try_acquire(pacer.chat_key(1, 1002), 1000) == 0.0
+    # 200 ms when the fastest was 10 ms: up to 190 ms late, beyond both slacks.
+    await pacer.sent(1, 1002, 0.200)
+    chat_slack = 1 / 0.95 - 1
+    assert await limiter.try_acquire(pacer.chat_key(1, 1002), 1000) == pytest.approx(
+        1 / 0.95 + (0.19 - chat_slack)
+    )
+    global_slack = 1 / 0.97 - 1 - 0.005
+    assert await limiter.try_acquire(pacer.global_key(1), 1000) == pytest.approx(
+        1 / 29.1 + 0.005 + (0.19 - global_slack)
+    )
+    # A group's slack is 60 x 5 % = 3 s: the same delay leaves it alone; a paid send
+    # (broadcast=False) leaves the global budget alone.
+    await pacer.sent(2, -2001, 0.200, broadcast=False)
+    assert await limiter.try_acquire(pacer.chat_key(2, -2001), 1000) == 0.0
+    assert await limiter.try_acquire(pacer.global_key(2), 1000) == 0.0
 
 
 async def test_retry_after_blocks_the_chat_and_on_evidence_everything(clock: FakeClock) -> None:
