@@ -142,6 +142,17 @@ def claim_statement(*, now: datetime, owner: str, lease_until: datetime, limit: 
     )
 
 
+_T = Notification.__table__
+_STILL_MINE = and_(
+    _T.c.id == bindparam("b_id"),
+    _T.c.lease_owner == bindparam("b_owner"),
+    _T.c.status == NotificationStatus.SENDING.value,
+)
+# Outcomes are written only to rows this dispatcher still holds: one that lost its lease must
+# not overwrite the result of whoever took the row over.
+_RECORD = update(_T).where(_STILL_MINE)
+
+
 def new_owner() -> str:
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -336,16 +347,30 @@ class Dispatcher:
         if not rows:
             return []
         rows.sort(key=lambda r: (r.priority, r.next_attempt_at, r.id))
-        users = {
-            u.id: u
-            for u in await session.scalars(
-                select(User).where(User.id.in_({r.recipient_id for r in rows}))
+        u = User.__table__.c
+        people = {
+            p.id: (
+                Recipient(
+                    user_id=p.id,
+                    display_name=p.display_name,
+                    language=p.language,
+                    telegram_id=p.telegram_id,
+                    phone=p.phone,
+                    email=p.email,
+                    whatsapp_inbound_at=p.whatsapp_inbound_at,
+                ),
+                frozenset(c for c in (p.opt_outs or "").split(",") if c),
+            )
+            for p in await session.execute(
+                select(u.id, u.display_name, u.language, u.telegram_id, u.phone, u.email,
+                       u.whatsapp_inbound_at, u.opt_outs)
+                .where(u.id.in_({r.recipient_id for r in rows}))
             )
         }
-        return [self._job(r, users[r.recipient_id]) for r in rows]
+        return [self._job(r, *people[r.recipient_id]) for r in rows]
 
     @staticmethod
-    def _job(row: Any, user: User) -> Job:
+    def _job(row: Any, recipient: Recipient, opt_outs: frozenset[str]) -> Job:
         return Job(
             id=row.id,
             kind=row.kind,
@@ -358,16 +383,8 @@ class Dispatcher:
             attempts=row.attempts,
             allow_fallback=row.allow_fallback,
             created_at=row.created_at,
-            recipient=Recipient(
-                user_id=user.id,
-                display_name=user.display_name,
-                language=user.language,
-                telegram_id=user.telegram_id,
-                phone=user.phone,
-                email=user.email,
-                whatsapp_inbound_at=user.whatsapp_inbound_at,
-            ),
-            opt_outs=frozenset(c for c in (user.opt_outs or "").split(",") if c),
+            recipient=recipient,
+            opt_outs=opt_outs,
         )
 
     async def _channel_states(self, session: AsyncSession) -> dict[str, ChannelState]:
@@ -591,46 +608,35 @@ class Dispatcher:
 
     async def _record(self, session: AsyncSession, outcomes: list[Outcome]) -> None:
         now = self.clock.now()
-        table = Notification.__table__
-        updates = []
-        for o in outcomes:
-            job, failure = o.job, o.failure
-            updates.append({
-                "b_id": job.id,
-                "b_owner": self.owner,
-                "status": o.status,
-                "channel_index": o.channel_index,
-                "channel": job.chain[min(o.channel_index, len(job.chain) - 1)],
-                "channel_attempts": o.channel_attempts,
-                "parts_sent": o.parts_sent,
-                "attempts": job.attempts + o.tries,
-                "next_attempt_at": o.next_attempt_at or now,
-                "lease_until": None,
-                "lease_owner": None,
-                "last_error_class": failure.kind.value if failure else None,
-                "last_error_code": failure.code[:32] if failure else None,
-                "last_error_text": (o.dead_reason or (failure.text if failure else None)),
-                "provider_message_id": o.result.provider_message_id if o.result else None,
-                "sent_at": o.sent_at,
-                "failed_at": now if o.status == NotificationStatus.FAILED else None,
-                "updated_at": now,
-            })
-        await session.execute(
-            update(table)
-            .where(
-                and_(
-                    table.c.id == bindparam("b_id"),
-                    table.c.lease_owner == bindparam("b_owner"),
-                    table.c.status == NotificationStatus.SENDING.value,
-                )
-            ),
-            updates,
-        )
+        await session.execute(_RECORD, [self._record_row(o, now) for o in outcomes])
         attempt_rows = [row for o in outcomes for row in o.attempt_rows]
         if attempt_rows:
             await session.execute(insert(DeliveryAttempt.__table__), attempt_rows)
         for o in outcomes:
             await self._record_side_effects(session, o, now)
+
+    def _record_row(self, o: Outcome, now: datetime) -> dict[str, Any]:
+        job, failure = o.job, o.failure
+        return {
+            "b_id": job.id,
+            "b_owner": self.owner,
+            "status": o.status,
+            "channel_index": o.channel_index,
+            "channel": job.chain[min(o.channel_index, len(job.chain) - 1)],
+            "channel_attempts": o.channel_attempts,
+            "parts_sent": o.parts_sent,
+            "attempts": job.attempts + o.tries,
+            "next_attempt_at": o.next_attempt_at or now,
+            "lease_until": None,
+            "lease_owner": None,
+            "last_error_class": failure.kind.value if failure else None,
+            "last_error_code": failure.code[:32] if failure else None,
+            "last_error_text": (o.dead_reason or (failure.text if failure else None)),
+            "provider_message_id": o.result.provider_message_id if o.result else None,
+            "sent_at": o.sent_at,
+            "failed_at": now if o.status == NotificationStatus.FAILED else None,
+            "updated_at": now,
+        }
 
     async def _record_side_effects(self, session: AsyncSession, o: Outcome, now: datetime) -> None:
         job = o.job
