@@ -109,20 +109,13 @@ class Outcome:
     healed: list[str] = field(default_factory=list)
 
 
-def claim_statement(*, now: datetime, owner: str, lease_until: datetime, limit: int) -> Any:
-    """Lease up to `limit` due rows, most urgent first, skipping rows other workers hold.
-
-    One statement: UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n)
-    RETURNING. SQLite has no row locks and ignores FOR UPDATE; its single writer (BEGIN
-    IMMEDIATE) gives the same one-claimer-per-row semantics within one process. Core, not the
-    ORM: the rows are read once, and the ORM's bookkeeping would cost more than the query.
-    """
+def _build_claim() -> Any:
     t = Notification.__table__.c
     due = (
         select(t.id)
-        .where(t.status == NotificationStatus.PENDING.value, t.next_attempt_at <= now)
+        .where(t.status == NotificationStatus.PENDING.value, t.next_attempt_at <= bindparam("now"))
         .order_by(t.priority, t.next_attempt_at)
-        .limit(limit)
+        .limit(bindparam("limit"))
         .with_for_update(skip_locked=True)
     )
     return (
@@ -130,9 +123,9 @@ def claim_statement(*, now: datetime, owner: str, lease_until: datetime, limit: 
         .where(t.id.in_(due.scalar_subquery()))
         .values(
             status=NotificationStatus.SENDING.value,
-            lease_until=lease_until,
-            lease_owner=owner,
-            updated_at=now,
+            lease_until=bindparam("lease_until"),
+            lease_owner=bindparam("owner"),
+            updated_at=bindparam("now"),
         )
         .returning(
             t.id, t.kind, t.payload, t.idempotency_key, t.channel_chain, t.channel_index,
@@ -140,6 +133,22 @@ def claim_statement(*, now: datetime, owner: str, lease_until: datetime, limit: 
             t.recipient_id, t.priority, t.next_attempt_at,
         )
     )
+
+
+# Built once: the claim runs many times a second, and building it is not free.
+CLAIM = _build_claim()
+
+
+def claim_params(*, now: datetime, owner: str, lease_until: datetime, limit: int) -> dict[str, Any]:
+    """The parameters of CLAIM, which leases up to `limit` due rows, most urgent first,
+    skipping rows other workers hold.
+
+    One statement: UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n)
+    RETURNING. SQLite has no row locks and ignores FOR UPDATE; its single writer (BEGIN
+    IMMEDIATE) gives the same one-claimer-per-row semantics within one process. Core, not the
+    ORM: the rows are read once, and the ORM's bookkeeping would cost more than the query.
+    """
+    return {"now": now, "owner": owner, "lease_until": lease_until, "limit": limit}
 
 
 _T = Notification.__table__
@@ -339,11 +348,11 @@ class Dispatcher:
 
     async def _claim(self, session: AsyncSession) -> list[Job]:
         now = self.clock.now()
-        statement = claim_statement(
+        params = claim_params(
             now=now, owner=self.owner, lease_until=now + self.config.lease,
             limit=self.config.batch_size,
         )
-        rows = (await session.execute(statement)).all()
+        rows = (await session.execute(CLAIM, params)).all()
         if not rows:
             return []
         rows.sort(key=lambda r: (r.priority, r.next_attempt_at, r.id))
