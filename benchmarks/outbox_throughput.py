@@ -90,14 +90,18 @@ async def dispatch_all(db: Database, count: int) -> float:
     dispatcher = Dispatcher(db, {ChannelName.TELEGRAM: NoopChannel()}, clock, alerts, config)
     started = time.perf_counter()
     await dispatcher.start()
+    # Done when nothing is due or leased: a look through the partial indexes, cheap enough
+    # not to slow down what it measures.
+    unfinished = (
+        select(Notification.id)
+        .where(Notification.status.in_(["pending", "sending"]))
+        .limit(1)
+    )
     while True:
-        async with db.transaction() as session:
-            sent = await session.scalar(
-                select(func.count()).select_from(Notification).where(Notification.status == "sent")
-            )
-        if sent >= count:
-            break
         await asyncio.sleep(0.05)
+        async with db.transaction() as session:
+            if await session.scalar(unfinished) is None:
+                break
     elapsed = time.perf_counter() - started
     await dispatcher.stop()
     return count / elapsed
