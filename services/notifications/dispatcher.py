@@ -332,7 +332,14 @@ class Dispatcher:
             by_recipient.setdefault(job.recipient.user_id, []).append(job)
 
         async def deliver_in_order(group: list[Job]) -> list[Outcome]:
-            return [await self._deliver(job, states) for job in group]
+            outcomes = []
+            for job in group:
+                try:
+                    outcomes.append(await self._deliver(job, states))
+                except Exception as exc:  # a bug must cost one attempt, not loop forever
+                    log.exception("delivering notification %s failed inside the dispatcher", job.id)
+                    outcomes.append(self._internal_error(job, exc))
+            return outcomes
 
         groups = await asyncio.gather(*(deliver_in_order(g) for g in by_recipient.values()))
         outcomes = [outcome for group in groups for outcome in group]
@@ -462,6 +469,25 @@ class Dispatcher:
                     return outcome
             if not self._advance(outcome):
                 return outcome
+
+    def _internal_error(self, job: Job, exc: Exception) -> Outcome:
+        """An error of ours, not the provider's: counted as an unknown failure, so a row that
+        always trips it ends as a dead letter in front of an admin instead of retrying forever."""
+        outcome = Outcome(
+            job,
+            channel_index=job.channel_index,
+            channel_attempts=job.channel_attempts + 1,
+            parts_sent=job.parts_sent,
+            tries=1,
+            failure=Failure(FailureClass.UNKNOWN, "dispatcher", type(exc).__name__,
+                            str(exc)[:200]),
+        )
+        if outcome.channel_attempts >= self.config.unknown_max_attempts:
+            self._dead(outcome, f"internal error: {type(exc).__name__}")
+        else:
+            step = self.config.retry_schedule[0]
+            self._wait(outcome, self.clock.now() + timedelta(seconds=step))
+        return outcome
 
     def _advance(self, outcome: Outcome) -> bool:
         """Move to the next channel; False (and the outcome is final) when that is not allowed."""

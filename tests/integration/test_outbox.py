@@ -398,3 +398,18 @@ async def test_a_reply_that_may_not_fall_back_waits_for_a_broken_channel_to_mend
     await dispatcher.run_once()
     assert (await _row(db, nid)).status == "sent"
     assert channels[SMS].calls == 0
+
+
+async def test_a_notification_that_trips_a_bug_ends_as_a_dead_letter_not_a_loop(
+    db, clock, channels, dispatcher
+):
+    user = await make_user(db, clock)
+    channels[TG].max_text_length = 0  # splitting the text now raises inside the dispatcher
+    nid = await _enqueue(db, clock, user)
+    await dispatcher.run_once()
+    row = await _row(db, nid)
+    assert (row.status, row.last_error_class, row.attempts) == ("pending", "unknown", 1)
+    clock.advance(60)
+    await dispatcher.run_once()
+    row = await _row(db, nid)
+    assert row.status == "failed" and "internal error" in row.last_error_text
