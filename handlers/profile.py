@@ -73,7 +73,9 @@ def encode_order(order: Sequence[str]) -> str:
 
 
 def decode_order(seen: str) -> list[str] | None:
-    if not seen.isdigit() or any(int(d) >= len(CHOOSABLE_CHANNELS) for d in seen):
+    if not (seen.isascii() and seen.isdigit()) or any(
+        int(d) >= len(CHOOSABLE_CHANNELS) for d in seen
+    ):
         return None
     return [CHOOSABLE_CHANNELS[int(d)] for d in seen]
 

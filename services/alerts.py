@@ -98,22 +98,30 @@ class Alerts:
         return True
 
     async def _admins(self, session: AsyncSession, now: datetime) -> list[User]:
-        """Admins by role, plus ADMIN_IDS who never talked to the bot (rows made for them)."""
-        users = list(
-            (await session.scalars(select(User).where(User.roles.contains(Role.ADMIN.value)))).all()
-        )
-        known = {u.telegram_id for u in users}
+        """The users behind ADMIN_IDS (the source of truth), with rows made for admins who
+        never talked to the bot, so the alert still has a recipient."""
+        if not self.admin_telegram_ids:
+            return []
+        users = {
+            u.telegram_id: u
+            for u in await session.scalars(
+                select(User).where(User.telegram_id.in_(self.admin_telegram_ids))
+            )
+        }
         for telegram_id in self.admin_telegram_ids:
-            if telegram_id in known:
-                continue
-            user = await session.scalar(select(User).where(User.telegram_id == telegram_id))
-            if user is None:
+            if telegram_id not in users:
                 user = User(
                     telegram_id=telegram_id, display_name="", language=self.default_language,
                     roles=f"{Role.REQUESTER.value},{Role.ADMIN.value}", created_at=now,
                     updated_at=now,
                 )
-                session.add(user)
-                await session.flush()
-            users.append(user)
-        return [u for u in users if Role.ADMIN in u.role_set]
+                try:
+                    async with session.begin_nested():
+                        session.add(user)
+                except IntegrityError:  # another process made the row first
+                    user = await session.scalar(
+                        select(User).where(User.telegram_id == telegram_id)
+                    )
+                if user is not None:
+                    users[telegram_id] = user
+        return [users[t] for t in self.admin_telegram_ids if t in users]

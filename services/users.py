@@ -70,8 +70,16 @@ async def ensure_telegram_user(
         if display_name and user.display_name != display_name:
             user.display_name = display_name[:128]
             changed = True
-        if admin and Role.ADMIN not in user.role_set:
-            user.roles = ",".join(sorted({*user.roles.split(","), Role.ADMIN.value}))
+        if admin != (Role.ADMIN in user.role_set):
+            # ADMIN_IDS is the source of truth, both ways: removing an id takes the rights away.
+            before = user.roles
+            roles = {r for r in user.roles.split(",") if r} - {Role.ADMIN.value}
+            user.roles = ",".join(sorted(roles | ({Role.ADMIN.value} if admin else set())))
+            audit.record(
+                session, operation="user.admin_granted" if admin else "user.admin_revoked",
+                entity_type="user", entity_id=user.id, before={"roles": before},
+                after={"roles": user.roles}, at=now,
+            )
             changed = True
         if changed:
             user.updated_at = now

@@ -268,25 +268,30 @@ class Dispatcher:
                     await self.db.run(
                         lambda s: outbox.release_expired_leases(s, now=self.clock.now())
                     )
-                handled = await self.run_once() if await self._may_dispatch() else 0
+                if not await self._may_dispatch():
+                    # Another process dispatches: look again after the idle time, no sooner.
+                    await self._idle(self.config.idle_seconds)
+                    continue
+                if await self.run_once() == 0 and not self._stopping.is_set():
+                    await self._sleep_until_due()
             except Exception:
-                # A worker must outlive any single batch's failure; the batch's rows keep their
-                # lease and are rescued when it ends.
-                log.exception("dispatcher worker %d: batch failed", number)
-                handled = 0
-                await asyncio.sleep(1.0)
-            if handled == 0 and not self._stopping.is_set():
-                await self._sleep_until_due()
+                # A worker must outlive any failure: a batch's (its rows keep their lease and
+                # are rescued when it ends) and the database's own (an outage, a restart).
+                log.exception("dispatcher worker %d: batch failed; trying again shortly", number)
+                await self._idle(1.0)
 
     async def _sleep_until_due(self) -> None:
         timeout = self.config.idle_seconds
         next_due = await self.db.run(self._next_due)
         if next_due is not None:
             timeout = min(timeout, max(0.0, (next_due - self.clock.now()).total_seconds()))
-        if timeout <= 0:
-            return
+        if timeout > 0:
+            await self._idle(timeout)
+
+    async def _idle(self, seconds: float) -> None:
+        """Sleep up to `seconds`, or until new work is committed or we are stopping."""
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            await asyncio.wait_for(self._wake.wait(), seconds)
         except TimeoutError:
             return
 

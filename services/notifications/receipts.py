@@ -126,7 +126,7 @@ async def apply_receipt(
         .with_for_update()
     )
     if row is None:
-        if reference and await _in_flight(session, reference, channel):
+        if reference and await _in_flight(session, reference):
             return ReceiptOutcome.IN_FLIGHT
         return ReceiptOutcome.UNKNOWN_MESSAGE
 
@@ -157,18 +157,18 @@ async def apply_receipt(
     return await _fail(session, row, failure, now=now, alerts=alerts)
 
 
-async def _in_flight(session: AsyncSession, reference: str, channel: str) -> bool:
-    """True when the notification with this idempotency key is being sent on `channel`."""
+async def _in_flight(session: AsyncSession, reference: str) -> bool:
+    """True when the notification with this idempotency key is being sent right now.
+
+    Its `channel` column is not checked: while a row is leased it still names the channel it
+    was claimed on, which may be an earlier one the dispatcher has since moved past.
+    """
     found = (
         await session.execute(
-            select(Notification.status, Notification.channel).where(
-                Notification.idempotency_key == reference
-            )
+            select(Notification.status).where(Notification.idempotency_key == reference)
         )
     ).first()
-    return found is not None and found.status == NotificationStatus.SENDING and (
-        found.channel == channel
-    )
+    return found is not None and found.status == NotificationStatus.SENDING
 
 
 async def _fail(

@@ -20,7 +20,7 @@ MINUTE = timedelta(minutes=1)
 
 
 def _alerts() -> Alerts:
-    return Alerts(admin_telegram_ids=(), window=timedelta(hours=1))
+    return Alerts(admin_telegram_ids=(101, 102), window=timedelta(hours=1))
 
 
 def _scheduler(db: Database, clock: FakeClock | SystemClock, owner: str = "host-a:1", **kw):

@@ -129,3 +129,14 @@ async def test_permanent_error_is_not_retried(db: Database) -> None:
     with pytest.raises(OperationalError):
         await db.run(work)
     assert calls == 1
+
+
+async def test_removing_an_id_from_admin_ids_takes_the_admin_role_away(db: Database) -> None:
+    clock = FakeClock()
+    assert Role.ADMIN in (await _ensure(db, clock, admin=True)).roles
+    demoted = await _ensure(db, clock, admin=False)
+    assert Role.ADMIN not in demoted.roles and Role.REQUESTER in demoted.roles
+    async with db.transaction() as session:
+        revoked = await session.scalar(
+            select(TransactionLog).where(TransactionLog.operation == "user.admin_revoked"))
+    assert revoked is not None and revoked.after == {"roles": "requester"}
