@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from aiogram import Bot, Dispatcher, Router
 from aiogram.client.default import DefaultBotProperties
@@ -193,13 +194,15 @@ async def start(
         await _set_commands(bot)
         await app.delivery.start()
     except BaseException:
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
         if app is not None:
             if app.delivery is not None:
-                await app.delivery.stop(timeout=0)
+                steps.append(("delivery", partial(app.delivery.stop, 0)))
             if app.web_runner is not None:
-                await app.web_runner.cleanup()
-        await bot.session.close()
-        await db.dispose()
+                steps.append(("web server", app.web_runner.cleanup))
+            steps.append(("FSM storage", app.dispatcher.storage.close))
+        steps += [("Telegram session", bot.session.close), ("database", db.dispose)]
+        await close_all(steps)
         raise
     return app
 
@@ -208,12 +211,15 @@ async def _start_web(app: Application) -> web.Application:
     settings = app.settings
     web_app = build_web_app(app.db)
     if settings.telegram_mode == "webhook":
-        SimpleRequestHandler(
+        webhook = SimpleRequestHandler(
             app.dispatcher,
             app.bot,
             handle_in_background=True,
             secret_token=settings.webhook_secret,
-        ).register(web_app, path=TELEGRAM_WEBHOOK_PATH)
+        )
+        # The route only: aiogram's register() would also close the bot's session when the web
+        # server stops, which at shutdown comes before handlers and deliveries have finished.
+        web_app.router.add_post(TELEGRAM_WEBHOOK_PATH, webhook.handle)
     register_webhooks(
         web_app,
         db=app.db,
@@ -300,16 +306,29 @@ async def shutdown(app: Application, polling: asyncio.Task[None] | None) -> None
     if not await app.inflight.wait_idle(timeout):
         log.warning("%d handler(s) still running after %.0f s; closing anyway",
                     app.inflight.count, timeout)
+    # After the handlers: what they enqueued on their way out is still delivered or left
+    # pending for the next start, never half-sent. Each part is closed even if one before it
+    # failed (a database outage during shutdown, say).
+    steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
     if app.delivery is not None:
-        # After the handlers: what they enqueued on their way out is still delivered or
-        # left pending for the next start, never half-sent.
-        await app.delivery.stop(timeout)
+        steps.append(("delivery", partial(app.delivery.stop, timeout)))
     if app.web_runner is not None:
-        await app.web_runner.cleanup()
-    await app.dispatcher.storage.close()
-    await app.bot.session.close()
-    await app.db.dispose()
+        steps.append(("web server", app.web_runner.cleanup))
+    steps += [
+        ("FSM storage", app.dispatcher.storage.close),
+        ("Telegram session", app.bot.session.close),
+        ("database", app.db.dispose),
+    ]
+    await close_all(steps)
     log.info("stopped")
+
+
+async def close_all(steps: list[tuple[str, Callable[[], Awaitable[object]]]]) -> None:
+    for name, close in steps:
+        try:
+            await close()
+        except Exception:
+            log.exception("could not close the %s cleanly", name)
 
 
 def install_signal_handlers(app: Application) -> None:

@@ -9,8 +9,10 @@ the database lease "dispatcher"; the others only enqueue.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from aiogram import Bot
@@ -56,15 +58,20 @@ class Delivery:
 
     async def stop(self, timeout: float) -> None:
         """Stop claiming and sweeping; finish or release what is in hand; close connections."""
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
         if "scheduler" in self._started:
-            await self.scheduler.shutdown(timeout)
+            steps.append(("scheduler", partial(self.scheduler.shutdown, timeout)))
         if "dispatcher" in self._started:
-            await self.dispatcher.stop(timeout)
+            steps.append(("dispatcher", partial(self.dispatcher.stop, timeout)))
         self._started.clear()
-        for channel in self.channels.values():
-            await channel.close()
+        steps += [(f"{name} channel", channel.close) for name, channel in self.channels.items()]
         if self.redis is not None:
-            await self.redis.aclose()
+            steps.append(("Redis connection", self.redis.aclose))
+        for name, close in steps:
+            try:
+                await close()
+            except Exception:
+                log.exception("could not stop the %s cleanly", name)
 
     async def health(self) -> dict[str, object]:
         """The outbox as /health shows it: degraded when due work waits or letters are dead."""

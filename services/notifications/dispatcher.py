@@ -17,6 +17,7 @@ Promises:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -239,7 +240,7 @@ class Dispatcher:
             update(Notification)
             .where(
                 Notification.status == NotificationStatus.SENDING,
-                Notification.lease_owner == self.owner,
+                Notification.lease_owner.startswith(f"{self.owner}:", autoescape=True),
             )
             .values(status="pending", lease_owner=None, lease_until=None)
         )
@@ -327,8 +328,14 @@ class Dispatcher:
     # --- one batch --------------------------------------------------------------------------
 
     async def run_once(self) -> int:
-        """Claim one batch, deliver it, record the outcomes; returns how many rows it handled."""
-        jobs, states = await self.db.run(self._claim_with_states)
+        """Claim one batch, deliver it, record the outcomes; returns how many rows it handled.
+
+        The batch's rows are leased to a token of its own, renewed while it is being sent: a
+        batch that takes longer than a lease (a queue of messages to one chat paced at 1/s)
+        keeps its rows, and no other worker, in this process or another, sends them again.
+        """
+        token = f"{self.owner}:{uuid.uuid4().hex[:8]}"
+        jobs, states = await self.db.run(lambda s: self._claim_with_states(s, token))
         if not jobs:
             return 0
         log.debug("dispatcher %s claimed %d notification(s)", self.owner, len(jobs))
@@ -339,6 +346,10 @@ class Dispatcher:
         async def deliver_in_order(group: list[Job]) -> list[Outcome]:
             outcomes = []
             for job in group:
+                if self._stopping.is_set():
+                    # Stopping: what was not started goes back as it was, to be sent later.
+                    outcomes.append(self._untouched(job))
+                    continue
                 try:
                     outcomes.append(await self._deliver(job, states))
                 except Exception as exc:  # a bug must cost one attempt, not loop forever
@@ -346,22 +357,54 @@ class Dispatcher:
                     outcomes.append(self._internal_error(job, exc))
             return outcomes
 
-        groups = await asyncio.gather(*(deliver_in_order(g) for g in by_recipient.values()))
+        renewal = asyncio.create_task(self._renew_lease(token))
+        try:
+            groups = await asyncio.gather(*(deliver_in_order(g) for g in by_recipient.values()))
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
         outcomes = [outcome for group in groups for outcome in group]
-        await self.db.run(lambda s: self._record(s, outcomes))
+        await self.db.run(lambda s: self._record(s, outcomes, token))
         return len(jobs)
 
+    async def _renew_lease(self, token: str) -> None:
+        every = self.config.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)
+
+            async def renew(session: AsyncSession) -> None:
+                await session.execute(
+                    update(Notification)
+                    .where(
+                        Notification.lease_owner == token,
+                        Notification.status == NotificationStatus.SENDING,
+                    )
+                    .values(lease_until=self.clock.now() + self.config.lease)
+                )
+
+            try:
+                await self.db.run(renew)
+            except Exception:
+                log.exception("could not renew the lease of batch %s", token)
+
+    def _untouched(self, job: Job) -> Outcome:
+        outcome = Outcome(job, channel_index=job.channel_index,
+                          channel_attempts=job.channel_attempts, parts_sent=job.parts_sent)
+        self._wait(outcome, self.clock.now())
+        return outcome
+
     async def _claim_with_states(
-        self, session: AsyncSession
+        self, session: AsyncSession, token: str
     ) -> tuple[list[Job], dict[str, ChannelState]]:
         """One transaction for the claim and the channels' states (paused, circuits)."""
-        jobs = await self._claim(session)
+        jobs = await self._claim(session, token)
         return jobs, (await self._channel_states(session) if jobs else {})
 
-    async def _claim(self, session: AsyncSession) -> list[Job]:
+    async def _claim(self, session: AsyncSession, token: str) -> list[Job]:
         now = self.clock.now()
         params = claim_params(
-            now=now, owner=self.owner, lease_until=now + self.config.lease,
+            now=now, owner=token, lease_until=now + self.config.lease,
             limit=self.config.batch_size,
         )
         rows = (await session.execute(CLAIM, params)).all()
@@ -646,20 +689,27 @@ class Dispatcher:
 
     # --- recording --------------------------------------------------------------------------
 
-    async def _record(self, session: AsyncSession, outcomes: list[Outcome]) -> None:
+    async def _record(self, session: AsyncSession, outcomes: list[Outcome], token: str) -> None:
         now = self.clock.now()
-        await session.execute(_RECORD, [self._record_row(o, now) for o in outcomes])
+        await session.execute(_RECORD, [self._record_row(o, now, token) for o in outcomes])
         attempt_rows = [row for o in outcomes for row in o.attempt_rows]
         if attempt_rows:
             await session.execute(insert(DeliveryAttempt.__table__), attempt_rows)
         for o in outcomes:
-            await self._record_side_effects(session, o, now)
+            try:
+                # Its own savepoint: a side effect that fails (two workers creating the same
+                # channel state at once) must not undo the batch's outcomes with it.
+                async with session.begin_nested():
+                    await self._record_side_effects(session, o, now)
+                    await session.flush()
+            except Exception:
+                log.exception("side effects of notification %s not recorded", o.job.id)
 
-    def _record_row(self, o: Outcome, now: datetime) -> dict[str, Any]:
+    def _record_row(self, o: Outcome, now: datetime, token: str) -> dict[str, Any]:
         job, failure = o.job, o.failure
         return {
             "b_id": job.id,
-            "b_owner": self.owner,
+            "b_owner": token,
             "status": o.status,
             "channel_index": o.channel_index,
             "channel": job.chain[min(o.channel_index, len(job.chain) - 1)],

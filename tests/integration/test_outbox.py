@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -10,7 +11,7 @@ from sqlalchemy import func, select
 from database.engine import Database
 from database.models import ChannelState, DeliveryAttempt, Notification, User
 from services.alerts import Alerts
-from services.clock import FakeClock
+from services.clock import FakeClock, SystemClock
 from services.notifications import outbox
 from services.notifications.channels.base import ChannelName
 from services.notifications.dispatcher import Dispatcher, DispatcherConfig
@@ -249,7 +250,8 @@ async def test_expired_lease_makes_a_crashed_workers_rows_due_again(
 ):
     user = await make_user(db, clock)
     nid = await _enqueue(db, clock, user)
-    claimed = await db.run(dispatcher._claim)  # the worker dies right after claiming
+    # The worker dies right after claiming.
+    claimed = await db.run(lambda s: dispatcher._claim(s, "test-dispatcher:dead"))
     assert [j.id for j in claimed] == [nid]
     assert await dispatcher.run_once() == 0  # leased: nobody else takes it
     clock.advance(61)
@@ -413,3 +415,42 @@ async def test_a_notification_that_trips_a_bug_ends_as_a_dead_letter_not_a_loop(
     await dispatcher.run_once()
     row = await _row(db, nid)
     assert row.status == "failed" and "internal error" in row.last_error_text
+
+
+async def test_a_batch_slower_than_its_lease_keeps_its_rows(db, channels):
+    """The batch renews its lease while sending: a second dispatcher sweeping for expired
+    leases meanwhile finds nothing to take, and the message goes out once."""
+    clock = SystemClock()
+    user = await make_user(db, clock)
+    await _enqueue(db, clock, user)
+    slow = channels[TG]
+    original_send = slow.send
+
+    async def send_slowly(recipient, message):
+        await asyncio.sleep(0.8)  # four times the lease below
+        return await original_send(recipient, message)
+
+    slow.send = send_slowly
+    alerts = Alerts(admin_telegram_ids=[], window=timedelta(hours=1))
+    config = DispatcherConfig(send_retry_wait=0, lease=timedelta(seconds=0.2))
+    first = Dispatcher(db, channels, clock, alerts, config, owner="process-a")
+    second = Dispatcher(db, channels, clock, alerts, config, owner="process-b")
+    batch = asyncio.create_task(first.run_once())
+    for _ in range(6):
+        await asyncio.sleep(0.12)
+        await db.run(lambda s: outbox.release_expired_leases(s, now=clock.now()))
+        assert await second.run_once() == 0
+    assert await batch == 1
+    assert slow.texts() == ["Your request #12 was accepted."]
+
+
+async def test_a_stopping_dispatcher_hands_back_what_it_did_not_start(
+    db, clock, channels, dispatcher
+):
+    user = await make_user(db, clock)
+    nid = await _enqueue(db, clock, user)
+    dispatcher._stopping.set()  # SIGTERM arrived just after this batch was claimed
+    assert await dispatcher.run_once() == 1
+    row = await _row(db, nid)
+    assert (row.status, row.attempts, row.lease_owner) == ("pending", 0, None)
+    assert channels[TG].calls == 0
