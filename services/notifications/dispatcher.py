@@ -162,7 +162,6 @@ _STILL_MINE = and_(
 # not overwrite the result of whoever took the row over.
 _RECORD = update(_T).where(_STILL_MINE)
 
-
 def new_owner() -> str:
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -696,6 +695,8 @@ class Dispatcher:
         if attempt_rows:
             await session.execute(insert(DeliveryAttempt.__table__), attempt_rows)
         for o in outcomes:
+            if not (o.opt_outs or o.broken or o.healed or o.status == NotificationStatus.FAILED):
+                continue  # the common case: nothing beside the row itself to record
             try:
                 # Its own savepoint: a side effect that fails (two workers creating the same
                 # channel state at once) must not undo the batch's outcomes with it.
