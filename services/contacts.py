@@ -203,6 +203,17 @@ def _audit(
     )
 
 
+def _change(session: AsyncSession, user: User, field: str, value: object, operation: str,
+            now: datetime) -> None:
+    """Set one contact field the user changed themselves, audited; no change, no record."""
+    before = getattr(user, field)
+    if before == value:
+        return
+    setattr(user, field, value)
+    _audit(session, user, operation, before={field: before}, after={field: value}, now=now,
+           actor_id=user.id)
+
+
 async def set_phone(
     session: AsyncSession, *, user_id: int, phone: str, now: datetime
 ) -> ContactView:
@@ -244,36 +255,14 @@ async def set_email(
     """Store the user's e-mail address, validated (InvalidEmail changes nothing)."""
     address = validate_email(email)
     user = await session.get_one(User, user_id)
-    if user.email != address:
-        before = {"email": user.email}
-        user.email = address
-        _audit(
-            session,
-            user,
-            "contacts.set_email",
-            before=before,
-            after={"email": address},
-            now=now,
-            actor_id=user.id,
-        )
+    _change(session, user, "email", address, "contacts.set_email", now)
     return _view(user)
 
 
 async def clear_email(session: AsyncSession, *, user_id: int, now: datetime) -> ContactView:
     """Forget the user's e-mail address (nothing happens when none is on file)."""
     user = await session.get_one(User, user_id)
-    if user.email is not None:
-        before = {"email": user.email}
-        user.email = None
-        _audit(
-            session,
-            user,
-            "contacts.clear_email",
-            before=before,
-            after={"email": None},
-            now=now,
-            actor_id=user.id,
-        )
+    _change(session, user, "email", None, "contacts.clear_email", now)
     return _view(user)
 
 
@@ -303,18 +292,7 @@ async def set_channel_order(
     full = _checked_order(order)
     stored = None if full == list(CHOOSABLE_CHANNELS) else ",".join(full)
     user = await session.get_one(User, user_id)
-    if user.channel_order != stored:
-        before = {"channel_order": user.channel_order}
-        user.channel_order = stored
-        _audit(
-            session,
-            user,
-            "contacts.set_channel_order",
-            before=before,
-            after={"channel_order": stored},
-            now=now,
-            actor_id=user.id,
-        )
+    _change(session, user, "channel_order", stored, "contacts.set_channel_order", now)
     return _view(user)
 
 
