@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
 import time
 import uuid
@@ -31,6 +30,12 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from database.engine import Database
 from database.models import (
@@ -161,6 +166,10 @@ _STILL_MINE = and_(
 # Outcomes are written only to rows this dispatcher still holds: one that lost its lease must
 # not overwrite the result of whoever took the row over.
 _RECORD = update(_T).where(_STILL_MINE)
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, ChannelError) and exc.failure.kind is FailureClass.TRANSIENT
+
 
 def new_owner() -> str:
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -631,37 +640,52 @@ class Dispatcher:
         return [replace(base, media=payload["media"])]
 
     async def _send(self, job: Job, channel: Channel, outcome: Outcome) -> Failure | None:
-        """Send the parts not yet sent on this channel, with quick retries of transient errors."""
-        parts = self._outgoing(job, channel)
-        for message in parts[outcome.parts_sent:]:
-            for attempt in range(1, self.config.send_tries + 1):
-                started = time.monotonic()
-                try:
-                    result = await channel.send(job.recipient, message)
-                except ChannelError as exc:
-                    failure = exc.failure
-                except Exception as exc:  # a bug in a channel must not lose the row
-                    log.exception("channel %s raised an unexpected error", channel.name)
-                    failure = Failure(FailureClass.UNKNOWN, channel.name, type(exc).__name__,
-                                      str(exc)[:200])
-                else:
-                    outcome.tries += 1
-                    outcome.attempt_rows.append(self._attempt(job, channel.name, "sent", started,
-                                                              result=result))
-                    outcome.parts_sent += 1
-                    outcome.result = result
-                    break
-                outcome.tries += failure.kind is not FailureClass.RATE_LIMITED
-                outcome.attempt_rows.append(
-                    self._attempt(job, channel.name,
-                                  "rate_limited" if failure.kind is FailureClass.RATE_LIMITED
-                                  else "failed", started, failure=failure)
-                )
-                if failure.kind is not FailureClass.TRANSIENT or attempt == self.config.send_tries:
-                    return failure
-                wait = self.config.send_retry_wait * 2 ** (attempt - 1)
-                await asyncio.sleep(wait * random.uniform(0.5, 1.5))
+        """Send the parts not yet sent on this channel; a transient failure is tried again at
+        once, up to `send_tries` times, waiting 1x, 2x, 4x `send_retry_wait` (jittered)."""
+        base = self.config.send_retry_wait
+        for message in self._outgoing(job, channel)[outcome.parts_sent:]:
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(self.config.send_tries),
+                wait=wait_exponential_jitter(multiplier=base, max=4 * base, jitter=base / 2),
+                retry=retry_if_exception(_is_transient),
+                reraise=True,
+            )
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        await self._try_send(job, channel, message, outcome)
+            except ChannelError as exc:
+                return exc.failure
         return None
+
+    async def _try_send(
+        self, job: Job, channel: Channel, message: Outgoing, outcome: Outcome
+    ) -> None:
+        """One try, recorded as one delivery_attempts row; a failure raises ChannelError."""
+        started = time.monotonic()
+        try:
+            result = await channel.send(job.recipient, message)
+        except ChannelError as exc:
+            failure = exc.failure
+        except Exception as exc:  # a bug in a channel must not lose the row
+            log.exception("channel %s raised an unexpected error", channel.name)
+            failure = Failure(FailureClass.UNKNOWN, channel.name, type(exc).__name__,
+                              str(exc)[:200])
+        else:
+            outcome.tries += 1
+            outcome.attempt_rows.append(
+                self._attempt(job, channel.name, "sent", started, result=result)
+            )
+            outcome.parts_sent += 1
+            outcome.result = result
+            return
+        rate_limited = failure.kind is FailureClass.RATE_LIMITED
+        outcome.tries += not rate_limited
+        outcome.attempt_rows.append(self._attempt(
+            job, channel.name, "rate_limited" if rate_limited else "failed", started,
+            failure=failure,
+        ))
+        raise ChannelError(failure)
 
     def _attempt(
         self,
