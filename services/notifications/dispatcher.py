@@ -20,11 +20,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -192,6 +193,8 @@ class Dispatcher:
         self.alerts = alerts
         self.config = config or DispatcherConfig()
         self.owner = owner or new_owner()
+        # How the quick in-call retries wait; a test may replace it to see the waits.
+        self.retry_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
@@ -625,37 +628,59 @@ class Dispatcher:
 
     def _outgoing(self, job: Job, channel: Channel) -> list[Outgoing]:
         payload = job.payload
-        base = Outgoing(
-            notification_id=job.id,
-            kind=job.kind,
-            idempotency_key=job.idempotency_key,
-            subject=payload.get("subject"),
-            extra={"buttons": payload["buttons"]} if payload.get("buttons") else {},
-        )
+        fields: dict[str, Any] = {
+            "notification_id": job.id,
+            "kind": job.kind,
+            "idempotency_key": job.idempotency_key,
+            "subject": payload.get("subject"),
+            "extra": {"buttons": payload["buttons"]} if payload.get("buttons") else {},
+        }
         if "text" in payload:
             parts = split_text(payload["text"], channel.max_text_length)
-            return [replace(base, text=part, part=i) for i, part in enumerate(parts)]
+            return [Outgoing(text=part, part=i, **fields) for i, part in enumerate(parts)]
         if "template" in payload:
-            return [replace(base, template=payload["template"])]
-        return [replace(base, media=payload["media"])]
+            return [Outgoing(template=payload["template"], **fields)]
+        return [Outgoing(media=payload["media"], **fields)]
 
     async def _send(self, job: Job, channel: Channel, outcome: Outcome) -> Failure | None:
         """Send the parts not yet sent on this channel; a transient failure is tried again at
-        once, up to `send_tries` times, waiting 1x, 2x, 4x `send_retry_wait` (jittered)."""
-        base = self.config.send_retry_wait
+        once, up to `send_tries` times, waiting 1x, 2x, 4x `send_retry_wait` (jittered).
+
+        The first try is made directly: tenacity costs more than a whole send to a fast
+        provider, and most sends succeed at once, so it is only set up after a transient
+        failure.
+        """
         for message in self._outgoing(job, channel)[outcome.parts_sent:]:
-            retrying = AsyncRetrying(
-                stop=stop_after_attempt(self.config.send_tries),
-                wait=wait_exponential_jitter(multiplier=base, max=4 * base, jitter=base / 2),
-                retry=retry_if_exception(_is_transient),
-                reraise=True,
-            )
             try:
-                async for attempt in retrying:
-                    with attempt:
-                        await self._try_send(job, channel, message, outcome)
+                await self._try_send(job, channel, message, outcome)
             except ChannelError as exc:
-                return exc.failure
+                if not _is_transient(exc) or self.config.send_tries < 2:
+                    return exc.failure
+                failure = await self._retry_send(job, channel, message, outcome)
+                if failure is not None:
+                    return failure
+        return None
+
+    async def _retry_send(
+        self, job: Job, channel: Channel, message: Outgoing, outcome: Outcome
+    ) -> Failure | None:
+        """The quick retries after a transient failure: the remaining `send_tries - 1` tries,
+        the first after 1x `send_retry_wait`, the next after 2x, then 4x (each jittered)."""
+        base = self.config.send_retry_wait
+        await self.retry_sleep(base + random.uniform(0, base / 2))
+        retrying = AsyncRetrying(
+            sleep=self.retry_sleep,
+            stop=stop_after_attempt(self.config.send_tries - 1),
+            wait=wait_exponential_jitter(multiplier=2 * base, max=4 * base, jitter=base / 2),
+            retry=retry_if_exception(_is_transient),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._try_send(job, channel, message, outcome)
+        except ChannelError as exc:
+            return exc.failure
         return None
 
     async def _try_send(

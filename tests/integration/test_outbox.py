@@ -145,6 +145,38 @@ async def test_transient_failures_follow_the_schedule_then_the_next_channel(
     assert attempts[-1] == ("whatsapp", "sent", None)
 
 
+async def test_quick_retries_wait_1x_then_2x_and_only_for_transient_failures(
+    db, clock, channels, dispatcher
+):
+    dispatcher.config = DispatcherConfig(send_retry_wait=1.0, send_tries=3)
+    waits: list[float] = []
+
+    async def record_wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    dispatcher.retry_sleep = record_wait
+    user = await make_user(db, clock, phone="+33612345678")
+    channels[TG].fail(
+        failure(FailureClass.TRANSIENT, "500"), failure(FailureClass.TRANSIENT, "502")
+    )
+    nid = await _enqueue(db, clock, user)
+    await dispatcher.run_once()
+    row = await _row(db, nid)
+    # Delivered by the third quick try on Telegram, within one attempt of the schedule.
+    assert (row.status, row.channel, row.attempts) == ("sent", "telegram", 3)
+    assert channels[TG].calls == 3
+    assert len(waits) == 2
+    assert 1.0 <= waits[0] <= 1.5 and 2.0 <= waits[1] <= 2.5
+
+    waits.clear()
+    channels[TG].fail(failure(FailureClass.PERMANENT, "403"))
+    second = await _enqueue(db, clock, user, key="k2")
+    await dispatcher.run_once()
+    # A permanent failure is not retried on the same channel: WhatsApp takes it at once.
+    assert waits == []
+    assert (await _row(db, second)).channel == "whatsapp"
+
+
 async def test_blocked_user_falls_through_every_channel_to_a_manual_task(
     db, clock, channels, dispatcher
 ):
