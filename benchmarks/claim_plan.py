@@ -4,7 +4,7 @@
 
 Seeds 10,000 rows, then 1,000,000 (--quick: 100,000), 1% of them due and the rest already sent,
 as a long-lived outbox looks. For each size it runs the production claim statement
-(`dispatcher.CLAIM`, batch of 100) under EXPLAIN (ANALYZE, BUFFERS) inside a
+(`batches.PG_CLAIM`, batch of 100) under EXPLAIN (ANALYZE, BUFFERS) inside a
 transaction that is rolled back, prints the plan, and reports the median time of several runs
 and whether the partial index `ix_notifications_due` was used.
 """
@@ -14,19 +14,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import statistics
 import sys
 import time
 from datetime import timedelta
 
 from sqlalchemy import text
-from sqlalchemy.dialects import postgresql
 
 from benchmarks.common import bench_database, print_result
 from database.engine import Database
 from services.clock import SystemClock
-from services.notifications.dispatcher import CLAIM, claim_params
+from services.notifications.batches import PG_CLAIM
 
 RUNS = 7
 
@@ -53,19 +51,13 @@ async def seed(db: Database, total: int) -> None:
         await conn.execute(text("VACUUM ANALYZE notifications"))
 
 
-def compiled_claim() -> tuple[str, dict[str, object]]:
-    """The production claim statement's SQL (with :name parameters) and its parameters."""
+def claim_params() -> tuple[object, ...]:
+    """PG_CLAIM's parameters: now, owner, lease_until, limit."""
     now = SystemClock().now()
-    compiled = CLAIM.compile(dialect=postgresql.dialect())
-    sql = re.sub(r"%\((\w+)\)s", r":\1", str(compiled))
-    params = dict(compiled.params)  # the statement's own constants ('pending', ...)
-    params.update(claim_params(now=now, owner="bench", lease_until=now + timedelta(minutes=1),
-                               limit=100))
-    return sql, params
+    return (now, "bench", now + timedelta(minutes=1), 100)
 
 
 async def measure(db: Database) -> tuple[float, str]:
-    claim, params = compiled_claim()
     timings = []
     plan = ""
     for _ in range(RUNS):
@@ -73,7 +65,8 @@ async def measure(db: Database) -> tuple[float, str]:
             transaction = await conn.begin()
             started = time.perf_counter()
             rows = (
-                await conn.execute(text(f"EXPLAIN (ANALYZE, BUFFERS) {claim}"), params)
+                await conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {PG_CLAIM}",
+                                           claim_params())
             ).all()
             timings.append((time.perf_counter() - started) * 1000)
             plan = "\n".join(r[0] for r in rows)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import (
     AsyncRetrying,
@@ -41,16 +41,15 @@ from tenacity import (
 from database.engine import Database
 from database.models import (
     ChannelState,
-    DeliveryAttempt,
     Notification,
     NotificationStatus,
-    User,
 )
 from services import contacts, leases
 from services.alerts import ALERT_KIND, Alerts, Severity
 from services.clock import Clock
 from services.notifications import outbox
-from services.notifications.channels.base import Channel, Outgoing, Recipient, SendResult
+from services.notifications.batches import ChannelStatus, Claimed, Job, batches_for
+from services.notifications.channels.base import Channel, Outgoing, SendResult
 from services.notifications.failures import ChannelError, Failure, FailureClass
 from services.notifications.text import split_text
 
@@ -78,25 +77,6 @@ class DispatcherConfig:
     exclusive: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
-    """What a worker knows about one claimed notification."""
-
-    id: int
-    kind: str
-    payload: dict[str, Any]
-    idempotency_key: str
-    chain: tuple[str, ...]
-    channel_index: int
-    channel_attempts: int
-    parts_sent: int
-    attempts: int
-    allow_fallback: bool
-    created_at: datetime
-    recipient: Recipient
-    opt_outs: frozenset[str]
-
-
 @dataclass
 class Outcome:
     job: Job
@@ -115,58 +95,6 @@ class Outcome:
     broken: list[tuple[str, Failure]] = field(default_factory=list)
     healed: list[str] = field(default_factory=list)
 
-
-def _build_claim() -> Any:
-    t = Notification.__table__.c
-    due = (
-        select(t.id)
-        .where(t.status == NotificationStatus.PENDING.value, t.next_attempt_at <= bindparam("now"))
-        .order_by(t.priority, t.next_attempt_at)
-        .limit(bindparam("limit"))
-        .with_for_update(skip_locked=True)
-    )
-    return (
-        update(Notification.__table__)
-        .where(t.id.in_(due.scalar_subquery()))
-        .values(
-            status=NotificationStatus.SENDING.value,
-            lease_until=bindparam("lease_until"),
-            lease_owner=bindparam("owner"),
-            updated_at=bindparam("now"),
-        )
-        .returning(
-            t.id, t.kind, t.payload, t.idempotency_key, t.channel_chain, t.channel_index,
-            t.channel_attempts, t.parts_sent, t.attempts, t.allow_fallback, t.created_at,
-            t.recipient_id, t.priority, t.next_attempt_at,
-        )
-    )
-
-
-# Built once: the claim runs many times a second, and building it is not free.
-CLAIM = _build_claim()
-
-
-def claim_params(*, now: datetime, owner: str, lease_until: datetime, limit: int) -> dict[str, Any]:
-    """The parameters of CLAIM, which leases up to `limit` due rows, most urgent first,
-    skipping rows other workers hold.
-
-    One statement: UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n)
-    RETURNING. SQLite has no row locks and ignores FOR UPDATE; its single writer (BEGIN
-    IMMEDIATE) gives the same one-claimer-per-row semantics within one process. Core, not the
-    ORM: the rows are read once, and the ORM's bookkeeping would cost more than the query.
-    """
-    return {"now": now, "owner": owner, "lease_until": lease_until, "limit": limit}
-
-
-_T = Notification.__table__
-_STILL_MINE = and_(
-    _T.c.id == bindparam("b_id"),
-    _T.c.lease_owner == bindparam("b_owner"),
-    _T.c.status == NotificationStatus.SENDING.value,
-)
-# Outcomes are written only to rows this dispatcher still holds: one that lost its lease must
-# not overwrite the result of whoever took the row over.
-_RECORD = update(_T).where(_STILL_MINE)
 
 def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ChannelError) and exc.failure.kind is FailureClass.TRANSIENT
@@ -193,6 +121,7 @@ class Dispatcher:
         self.alerts = alerts
         self.config = config or DispatcherConfig()
         self.owner = owner or new_owner()
+        self._batches = batches_for(db.dialect)
         # How the quick in-call retries wait; a test may replace it to see the waits.
         self.retry_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._wake = asyncio.Event()
@@ -346,7 +275,7 @@ class Dispatcher:
         keeps its rows, and no other worker, in this process or another, sends them again.
         """
         token = f"{self.owner}:{uuid.uuid4().hex[:8]}"
-        jobs, states = await self.db.run(lambda s: self._claim_with_states(s, token))
+        jobs, states = await self._claim(token)
         if not jobs:
             return 0
         log.debug("dispatcher %s claimed %d notification(s)", self.owner, len(jobs))
@@ -376,7 +305,7 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewal
         outcomes = [outcome for group in groups for outcome in group]
-        await self.db.run(lambda s: self._record(s, outcomes, token))
+        await self._record(outcomes, token)
         return len(jobs)
 
     async def _renew_lease(self, token: str) -> None:
@@ -405,70 +334,17 @@ class Dispatcher:
         self._wait(outcome, self.clock.now())
         return outcome
 
-    async def _claim_with_states(
-        self, session: AsyncSession, token: str
-    ) -> tuple[list[Job], dict[str, ChannelState]]:
-        """One transaction for the claim and the channels' states (paused, circuits)."""
-        jobs = await self._claim(session, token)
-        return jobs, (await self._channel_states(session) if jobs else {})
-
-    async def _claim(self, session: AsyncSession, token: str) -> list[Job]:
+    async def _claim(self, token: str) -> Claimed:
+        """Lease a batch to `token`; its jobs, and the channels' states (paused, circuits)."""
         now = self.clock.now()
-        params = claim_params(
-            now=now, owner=token, lease_until=now + self.config.lease,
+        return await self._batches.claim(
+            self.db, now=now, owner=token, lease_until=now + self.config.lease,
             limit=self.config.batch_size,
         )
-        rows = (await session.execute(CLAIM, params)).all()
-        if not rows:
-            return []
-        rows.sort(key=lambda r: (r.priority, r.next_attempt_at, r.id))
-        u = User.__table__.c
-        people = {
-            p.id: (
-                Recipient(
-                    user_id=p.id,
-                    display_name=p.display_name,
-                    language=p.language,
-                    telegram_id=p.telegram_id,
-                    phone=p.phone,
-                    email=p.email,
-                    whatsapp_inbound_at=p.whatsapp_inbound_at,
-                ),
-                frozenset(c for c in (p.opt_outs or "").split(",") if c),
-            )
-            for p in await session.execute(
-                select(u.id, u.display_name, u.language, u.telegram_id, u.phone, u.email,
-                       u.whatsapp_inbound_at, u.opt_outs)
-                .where(u.id.in_({r.recipient_id for r in rows}))
-            )
-        }
-        return [self._job(r, *people[r.recipient_id]) for r in rows]
-
-    @staticmethod
-    def _job(row: Any, recipient: Recipient, opt_outs: frozenset[str]) -> Job:
-        return Job(
-            id=row.id,
-            kind=row.kind,
-            payload=row.payload,
-            idempotency_key=row.idempotency_key,
-            chain=tuple(c for c in row.channel_chain.split(",") if c),
-            channel_index=row.channel_index,
-            channel_attempts=row.channel_attempts,
-            parts_sent=row.parts_sent,
-            attempts=row.attempts,
-            allow_fallback=row.allow_fallback,
-            created_at=row.created_at,
-            recipient=recipient,
-            opt_outs=opt_outs,
-        )
-
-    async def _channel_states(self, session: AsyncSession) -> dict[str, ChannelState]:
-        states = await session.scalars(select(ChannelState))
-        return {s.channel: s for s in states}
 
     # --- delivering one notification ---------------------------------------------------------
 
-    async def _deliver(self, job: Job, states: dict[str, ChannelState]) -> Outcome:
+    async def _deliver(self, job: Job, states: dict[str, ChannelStatus]) -> Outcome:
         now = self.clock.now()
         outcome = Outcome(
             job,
@@ -519,7 +395,7 @@ class Dispatcher:
                     outcome.opt_outs[channel.name] = f"{failure.provider} {failure.code}"
             elif failure.kind is FailureClass.BROKEN:
                 outcome.broken.append((channel.name, failure))
-                state = self._open_circuit(states.get(channel.name), channel.name, failure, now)
+                state = self._open_circuit(states.get(channel.name), failure, now)
                 states[channel.name] = state
                 if not job.allow_fallback:
                     # It may not move on: it waits for the channel to be mended (until its
@@ -562,7 +438,7 @@ class Dispatcher:
         return True
 
     def _pick_channel(
-        self, job: Job, outcome: Outcome, states: dict[str, ChannelState], now: datetime
+        self, job: Job, outcome: Outcome, states: dict[str, ChannelStatus], now: datetime
     ) -> Channel | None:
         """The first usable channel from the current index on; None when the outcome is set."""
         start = outcome.channel_index
@@ -613,18 +489,14 @@ class Dispatcher:
         return None
 
     def _open_circuit(
-        self, state: ChannelState | None, name: str, failure: Failure, now: datetime
-    ) -> ChannelState:
+        self, state: ChannelStatus | None, failure: Failure, now: datetime
+    ) -> ChannelStatus:
+        """The circuit as this batch sees it from now on (the database's is saved with the
+        outcomes, by `_save_circuit`)."""
         trips = (state.circuit_trips if state else 0) + 1
         until = now + timedelta(seconds=self.config.circuit_probe_seconds * 2 ** (trips - 1))
-        return ChannelState(
-            channel=name,
-            paused=state.paused if state else False,
-            circuit_open_until=until,
-            circuit_trips=trips,
-            reason=f"{failure.provider} {failure.code}: {failure.text}",
-            updated_at=now,
-        )
+        return ChannelStatus(paused=state.paused if state else False,
+                             circuit_open_until=until, circuit_trips=trips)
 
     def _outgoing(self, job: Job, channel: Channel) -> list[Outgoing]:
         payload = job.payload
@@ -737,29 +609,37 @@ class Dispatcher:
 
     # --- recording --------------------------------------------------------------------------
 
-    async def _record(self, session: AsyncSession, outcomes: list[Outcome], token: str) -> None:
+    async def _record(self, outcomes: list[Outcome], token: str) -> None:
         now = self.clock.now()
-        await session.execute(_RECORD, [self._record_row(o, now, token) for o in outcomes])
-        attempt_rows = [row for o in outcomes for row in o.attempt_rows]
-        if attempt_rows:
-            await session.execute(insert(DeliveryAttempt.__table__), attempt_rows)
-        for o in outcomes:
-            if not (o.opt_outs or o.broken or o.healed or o.status == NotificationStatus.FAILED):
-                continue  # the common case: nothing beside the row itself to record
-            try:
-                # Its own savepoint: a side effect that fails (two workers creating the same
-                # channel state at once) must not undo the batch's outcomes with it.
-                async with session.begin_nested():
-                    await self._record_side_effects(session, o, now)
-                    await session.flush()
-            except Exception:
-                log.exception("side effects of notification %s not recorded", o.job.id)
+        # The common case has nothing beside the rows themselves to record.
+        special = [
+            o for o in outcomes
+            if o.opt_outs or o.broken or o.healed or o.status == NotificationStatus.FAILED
+        ]
 
-    def _record_row(self, o: Outcome, now: datetime, token: str) -> dict[str, Any]:
+        async def side_effects(session: AsyncSession) -> None:
+            for o in special:
+                try:
+                    # Its own savepoint: a side effect that fails (two workers creating the
+                    # same channel state at once) must not undo the batch's outcomes with it.
+                    async with session.begin_nested():
+                        await self._record_side_effects(session, o, now)
+                        await session.flush()
+                except Exception:
+                    log.exception("side effects of notification %s not recorded", o.job.id)
+
+        await self._batches.record(
+            self.db, now=now, owner=token,
+            outcomes=[self._record_row(o, now) for o in outcomes],
+            attempts=[row for o in outcomes for row in o.attempt_rows],
+            side_effects=side_effects if special else None,
+        )
+
+    def _record_row(self, o: Outcome, now: datetime) -> dict[str, Any]:
+        """The row's new values: batches.OUTCOME_COLUMNS, and its id."""
         job, failure = o.job, o.failure
         return {
-            "b_id": job.id,
-            "b_owner": token,
+            "id": job.id,
             "status": o.status,
             "channel_index": o.channel_index,
             "channel": job.chain[min(o.channel_index, len(job.chain) - 1)],
@@ -767,15 +647,12 @@ class Dispatcher:
             "parts_sent": o.parts_sent,
             "attempts": job.attempts + o.tries,
             "next_attempt_at": o.next_attempt_at or now,
-            "lease_until": None,
-            "lease_owner": None,
             "last_error_class": failure.kind.value if failure else None,
             "last_error_code": failure.code[:32] if failure else None,
             "last_error_text": (o.dead_reason or (failure.text if failure else None)),
             "provider_message_id": o.result.provider_message_id if o.result else None,
             "sent_at": o.sent_at,
             "failed_at": now if o.status == NotificationStatus.FAILED else None,
-            "updated_at": now,
         }
 
     async def _record_side_effects(self, session: AsyncSession, o: Outcome, now: datetime) -> None:

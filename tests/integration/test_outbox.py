@@ -283,8 +283,8 @@ async def test_expired_lease_makes_a_crashed_workers_rows_due_again(
     user = await make_user(db, clock)
     nid = await _enqueue(db, clock, user)
     # The worker dies right after claiming.
-    claimed = await db.run(lambda s: dispatcher._claim(s, "test-dispatcher:dead"))
-    assert [j.id for j in claimed] == [nid]
+    claimed = await dispatcher._claim("test-dispatcher:dead")
+    assert [j.id for j in claimed.jobs] == [nid]
     assert await dispatcher.run_once() == 0  # leased: nobody else takes it
     clock.advance(61)
     released = await db.run(lambda s: outbox.release_expired_leases(s, now=clock.now()))

@@ -1,0 +1,361 @@
+"""The dispatcher's two units of work, claim a batch and record its outcomes, per engine.
+
+What they mean is the same on both engines: lease up to `limit` due rows, most urgent first
+(priority, then next_attempt_at), skipping rows other workers hold; write each outcome only
+to a row still leased to this batch's token, and the attempt rows with it.
+
+- `CoreBatches` (SQLite): SQLAlchemy Core in `Database.run` transactions. The claim is one
+  UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING plus a read of the recipients; the
+  outcomes are one executemany UPDATE and one executemany INSERT.
+- `PostgresBatches`: each unit is one statement written for PostgreSQL and sent through the
+  driver as it is (`exec_driver_sql`), outside a transaction (`Database.run_statement`): one
+  statement is atomic on its own, and BEGIN and COMMIT would triple the round trips. The
+  claim also joins the recipients; the outcomes travel as one array per column, applied with
+  `unnest`, and the attempt rows are inserted by the same statement. When outcomes have side
+  effects (an opt-out, a circuit, a dead-letter alert) the record runs in a transaction with
+  them, as on SQLite.
+
+Why PostgreSQL has its own path: on a batch of 100, SQLAlchemy's per-row parameter and result
+handling and the extra round trips cost more CPU than the database's own work, and the
+dispatcher's workers share one Python thread (benchmarks/README.md, outbox_throughput).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol
+
+from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from database.engine import Database
+from database.models import (
+    ChannelState,
+    DeliveryAttempt,
+    Notification,
+    NotificationStatus,
+    User,
+)
+from services.notifications.channels.base import Recipient
+
+
+class Job(NamedTuple):
+    """What a worker knows about one claimed notification.
+
+    A NamedTuple rather than a frozen dataclass: as immutable, and several times cheaper to
+    build, which counts at thousands of notifications a second.
+    """
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    idempotency_key: str
+    chain: tuple[str, ...]
+    channel_index: int
+    channel_attempts: int
+    parts_sent: int
+    attempts: int
+    allow_fallback: bool
+    created_at: datetime
+    recipient: Recipient
+    opt_outs: frozenset[str]
+
+
+# What the claim returns of a notification, in this order, and then of its recipient.
+_JOB_COLUMNS = (
+    "id", "kind", "payload", "idempotency_key", "channel_chain", "channel_index",
+    "channel_attempts", "parts_sent", "attempts", "allow_fallback", "created_at", "recipient_id",
+)
+_PERSON_COLUMNS = (
+    "display_name", "language", "telegram_id", "phone", "email", "whatsapp_inbound_at",
+    "opt_outs",
+)
+
+
+class _People:
+    """One Recipient per person per batch, however many of the batch's rows are theirs."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[Recipient, frozenset[str]]] = {}
+
+    def get(self, user_id: int, person: Sequence[Any]) -> tuple[Recipient, frozenset[str]]:
+        known = self._seen.get(user_id)
+        if known is None:
+            name, language, telegram_id, phone, email, whatsapp_inbound_at, opt_outs = person
+            known = self._seen[user_id] = (
+                Recipient(user_id, name, language, telegram_id, phone, email,
+                          whatsapp_inbound_at),
+                frozenset(c for c in (opt_outs or "").split(",") if c),
+            )
+        return known
+
+
+def _job(row: Sequence[Any], person: tuple[Recipient, frozenset[str]]) -> Job:
+    (nid, kind, payload, key, chain, channel_index, channel_attempts, parts_sent, attempts,
+     allow_fallback, created_at) = row[:11]
+    return Job(nid, kind, payload, key, tuple(c for c in chain.split(",") if c),
+               channel_index, channel_attempts, parts_sent, attempts, allow_fallback,
+               created_at, *person)
+
+
+# The columns an outcome writes, in the order PostgresBatches sends them (after the id).
+OUTCOME_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("status", "text"),
+    ("channel_index", "smallint"),
+    ("channel", "text"),
+    ("channel_attempts", "integer"),
+    ("parts_sent", "smallint"),
+    ("attempts", "integer"),
+    ("next_attempt_at", "timestamptz"),
+    ("last_error_class", "text"),
+    ("last_error_code", "text"),
+    ("last_error_text", "text"),
+    ("provider_message_id", "text"),
+    ("sent_at", "timestamptz"),
+    ("failed_at", "timestamptz"),
+)
+ATTEMPT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("notification_id", "bigint"),
+    ("channel", "text"),
+    ("sender", "text"),
+    ("address", "text"),
+    ("outcome", "text"),
+    ("error_class", "text"),
+    ("error_code", "text"),
+    ("error_text", "text"),
+    ("latency_ms", "integer"),
+    ("at", "timestamptz"),
+)
+
+OUTCOME_NAMES = tuple(name for name, _ in OUTCOME_COLUMNS)
+ATTEMPT_NAMES = tuple(name for name, _ in ATTEMPT_COLUMNS)
+
+
+class ChannelStatus(NamedTuple):
+    """What the dispatcher needs of a channel's state while it sends a batch."""
+
+    paused: bool
+    circuit_open_until: datetime | None
+    circuit_trips: int
+
+
+class Claimed(NamedTuple):
+    jobs: list[Job]
+    channels: dict[str, ChannelStatus]
+
+
+# Outcomes' side effects (opt-outs, circuits, alerts), written in the record's transaction.
+SideEffects = Callable[[AsyncSession], Awaitable[None]]
+
+
+class Batches(Protocol):
+    async def claim(
+        self, db: Database, *, now: datetime, owner: str, lease_until: datetime, limit: int
+    ) -> Claimed:
+        """Lease up to `limit` due rows to `owner`: their jobs, most urgent first, and the
+        channels' states (empty when nothing was due)."""
+        ...
+
+    async def record(
+        self, db: Database, *, now: datetime, owner: str,
+        outcomes: Sequence[dict[str, Any]], attempts: Sequence[dict[str, Any]],
+        side_effects: SideEffects | None = None,
+    ) -> None:
+        """Write outcomes (dicts with "id" and OUTCOME_COLUMNS) to the rows `owner` still
+        holds, releasing them, and insert the attempt rows (dicts with ATTEMPT_COLUMNS); run
+        `side_effects` in the same transaction."""
+        ...
+
+
+_STATES = select(
+    ChannelState.__table__.c.channel,
+    ChannelState.__table__.c.paused,
+    ChannelState.__table__.c.circuit_open_until,
+    ChannelState.__table__.c.circuit_trips,
+)
+
+
+async def _channel_states(connection: AsyncConnection) -> dict[str, ChannelStatus]:
+    return {
+        channel: ChannelStatus(paused, until, trips)
+        for channel, paused, until, trips in await connection.execute(_STATES)
+    }
+
+
+def batches_for(dialect: str) -> Batches:
+    return PostgresBatches() if dialect == "postgresql" else CoreBatches()
+
+
+# --- any engine: SQLAlchemy Core ----------------------------------------------------------------
+
+def _build_claim() -> Any:
+    t = Notification.__table__.c
+    due = (
+        select(t.id)
+        .where(t.status == NotificationStatus.PENDING.value, t.next_attempt_at <= bindparam("now"))
+        .order_by(t.priority, t.next_attempt_at)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(Notification.__table__)
+        .where(t.id.in_(due.scalar_subquery()))
+        .values(
+            status=NotificationStatus.SENDING.value,
+            lease_until=bindparam("lease_until"),
+            lease_owner=bindparam("owner"),
+            updated_at=bindparam("now"),
+        )
+        .returning(*(t[name] for name in _JOB_COLUMNS), t.priority, t.next_attempt_at)
+    )
+
+
+# Built once: the claim runs many times a second, and building it is not free.
+CLAIM = _build_claim()
+
+_T = Notification.__table__
+# Outcomes are written only to rows this batch still holds: a batch that lost its lease must
+# not overwrite the result of whoever took the row over.
+_RECORD = update(_T).where(
+    and_(
+        _T.c.id == bindparam("b_id"),
+        _T.c.lease_owner == bindparam("b_owner"),
+        _T.c.status == NotificationStatus.SENDING.value,
+    )
+)
+
+
+class CoreBatches:
+    """SQLite has no row locks and ignores FOR UPDATE; its single writer (BEGIN IMMEDIATE)
+    gives the same one-claimer-per-row semantics within one process."""
+
+    async def claim(
+        self, db: Database, *, now: datetime, owner: str, lease_until: datetime, limit: int
+    ) -> Claimed:
+        params = {"now": now, "owner": owner, "lease_until": lease_until, "limit": limit}
+
+        async def work(session: AsyncSession) -> Claimed:
+            connection = await session.connection()
+            rows = (await connection.execute(CLAIM, params)).all()
+            if not rows:
+                return Claimed([], {})
+            rows.sort(key=lambda r: (r.priority, r.next_attempt_at, r.id))
+            u = User.__table__.c
+            people = {
+                p[0]: p[1:]
+                for p in await connection.execute(
+                    select(u.id, *(u[name] for name in _PERSON_COLUMNS))
+                    .where(u.id.in_({r.recipient_id for r in rows}))
+                )
+            }
+            seen = _People()
+            jobs = [
+                _job(row, seen.get(row.recipient_id, people[row.recipient_id])) for row in rows
+            ]
+            return Claimed(jobs, await _channel_states(connection))
+
+        return await db.run(work)
+
+    async def record(
+        self, db: Database, *, now: datetime, owner: str,
+        outcomes: Sequence[dict[str, Any]], attempts: Sequence[dict[str, Any]],
+        side_effects: SideEffects | None = None,
+    ) -> None:
+        rows = []
+        for outcome in outcomes:
+            row = {name: outcome[name] for name in OUTCOME_NAMES}
+            row.update(b_id=outcome["id"], b_owner=owner, lease_until=None, lease_owner=None,
+                       updated_at=now)
+            rows.append(row)
+
+        async def work(session: AsyncSession) -> None:
+            await session.execute(_RECORD, rows)
+            if attempts:
+                await session.execute(insert(DeliveryAttempt.__table__), list(attempts))
+            if side_effects is not None:
+                await side_effects(session)
+
+        await db.run(work)
+
+
+# --- PostgreSQL: statements over arrays -----------------------------------------------------------
+
+PG_CLAIM = f"""
+WITH claimed AS (
+    UPDATE notifications
+       SET status = 'sending', lease_until = $3, lease_owner = $2, updated_at = $1
+     WHERE id IN (SELECT id FROM notifications
+                   WHERE status = 'pending' AND next_attempt_at <= $1
+                   ORDER BY priority, next_attempt_at
+                   LIMIT $4
+                   FOR UPDATE SKIP LOCKED)
+ RETURNING {", ".join(_JOB_COLUMNS)}, priority, next_attempt_at
+)
+SELECT {", ".join(f"c.{name}" for name in _JOB_COLUMNS)},
+       {", ".join(f"u.{name}" for name in _PERSON_COLUMNS)}
+  FROM claimed AS c JOIN users AS u ON u.id = c.recipient_id
+ ORDER BY c.priority, c.next_attempt_at, c.id
+"""
+
+
+def _unnest(columns: Sequence[tuple[str, str]], first: int) -> tuple[str, str]:
+    """`unnest($first::t1[], ...)` and the column list naming what it yields."""
+    arrays = ", ".join(f"${first + i}::{kind}[]" for i, (_, kind) in enumerate(columns))
+    return f"unnest({arrays})", ", ".join(name for name, _ in columns)
+
+
+def _build_pg_record() -> str:
+    """$1 now, $2 owner, then one array per column: the ids and OUTCOME_COLUMNS, then
+    ATTEMPT_COLUMNS. A data-modifying WITH runs whether or not anything reads it."""
+    outcome_arrays, outcome_names = _unnest((("id", "bigint"), *OUTCOME_COLUMNS), 3)
+    attempt_arrays, attempt_names = _unnest(ATTEMPT_COLUMNS, 3 + 1 + len(OUTCOME_COLUMNS))
+    assignments = ",\n       ".join(f"{name} = v.{name}" for name, _ in OUTCOME_COLUMNS)
+    return f"""
+WITH attempts AS (
+    INSERT INTO delivery_attempts ({attempt_names}) SELECT * FROM {attempt_arrays}
+)
+UPDATE notifications AS n
+   SET {assignments},
+       lease_until = NULL, lease_owner = NULL, updated_at = $1
+  FROM {outcome_arrays} AS v({outcome_names})
+ WHERE n.id = v.id AND n.lease_owner = $2 AND n.status = 'sending'
+"""
+
+
+PG_RECORD = _build_pg_record()
+
+
+class PostgresBatches:
+    async def claim(
+        self, db: Database, *, now: datetime, owner: str, lease_until: datetime, limit: int
+    ) -> Claimed:
+        async def work(connection: AsyncConnection) -> Claimed:
+            result = await connection.exec_driver_sql(PG_CLAIM, (now, owner, lease_until, limit))
+            seen = _People()
+            jobs = [_job(row, seen.get(row[11], row[12:])) for row in result]
+            return Claimed(jobs, await _channel_states(connection) if jobs else {})
+
+        return await db.run_statement(work)
+
+    async def record(
+        self, db: Database, *, now: datetime, owner: str,
+        outcomes: Sequence[dict[str, Any]], attempts: Sequence[dict[str, Any]],
+        side_effects: SideEffects | None = None,
+    ) -> None:
+        params = (
+            now,
+            owner,
+            *([o[name] for o in outcomes] for name in ("id", *OUTCOME_NAMES)),
+            *([a[name] for a in attempts] for name in ATTEMPT_NAMES),
+        )
+        if side_effects is None:
+            await db.run_statement(lambda connection: connection.exec_driver_sql(PG_RECORD, params))
+            return
+
+        async def work(session: AsyncSession) -> None:
+            connection = await session.connection()
+            await connection.exec_driver_sql(PG_RECORD, params)
+            await side_effects(session)
+
+        await db.run(work)
