@@ -50,7 +50,11 @@ async def test_run_statement_runs_outside_a_transaction_on_postgresql_only(
         await connection.execute(text("INSERT INTO scratch (id) VALUES (1)"))
         await connection.execute(text("INSERT INTO scratch (id) VALUES (1)"))  # duplicate
 
-    with pytest.raises(IntegrityError):
-        await db.run_statement(insert_twice)
-    count = await db.run(lambda s: s.scalar(text("SELECT count(*) FROM scratch")))
-    assert count == (1 if db.dialect == "postgresql" else 0)
+    try:
+        with pytest.raises(IntegrityError):
+            await db.run_statement(insert_twice)
+        count = await db.run(lambda s: s.scalar(text("SELECT count(*) FROM scratch")))
+        assert count == (1 if db.dialect == "postgresql" else 0)
+    finally:
+        # The PostgreSQL database is shared by the session: leave its schema as found.
+        await db.run_statement(lambda c: c.execute(text("DROP TABLE scratch")))
