@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -37,10 +38,18 @@ _TRANSIENT_SQLSTATES = {"40001", "40P01", "08000", "08003", "08006", "57P01", "5
 _SQLITE_TRANSIENT = ("database is locked", "database table is locked")
 
 
+class ConnectionLost(Exception):
+    """A connection used through the driver's own API (see `driver`) failed; it has been
+    invalidated in the pool, and the unit of work can run again on a fresh one."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for database errors that a fresh attempt can be expected to get past."""
+    if isinstance(exc, ConnectionLost):
+        return True
     if not isinstance(exc, DBAPIError):
-        return False
+        # The driver's own errors, from statements sent below SQLAlchemy.
+        return getattr(exc, "sqlstate", None) in _TRANSIENT_SQLSTATES
     if exc.connection_invalidated:
         return True
     orig = exc.orig
@@ -48,6 +57,32 @@ def is_transient(exc: BaseException) -> bool:
     if sqlstate in _TRANSIENT_SQLSTATES:
         return True
     return any(marker in str(orig) for marker in _SQLITE_TRANSIENT)
+
+
+def _connection_failed(exc: BaseException) -> bool:
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, (OSError, asyncpg.InterfaceError)) or sqlstate.startswith(
+        ("08", "57P")  # connection exception; the server shutting down or ending the session
+    )
+
+
+@asynccontextmanager
+async def driver(connection: AsyncConnection) -> AsyncIterator[Any]:
+    """The driver's own connection under `connection` (asyncpg), for the few statements whose
+    SQLAlchemy overhead matters: the dispatcher's, many times a second.
+
+    A failure of the connection itself invalidates it in the pool, as SQLAlchemy does for
+    its own statements, and is raised as ConnectionLost, which `run` and `run_statement`
+    retry. Other errors are raised as the driver raised them.
+    """
+    raw = await connection.get_raw_connection()
+    try:
+        yield raw.driver_connection
+    except Exception as exc:
+        if not _connection_failed(exc):
+            raise
+        await connection.invalidate(exc)
+        raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:

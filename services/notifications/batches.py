@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, Protocol
 from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from database.engine import Database
+from database.engine import Database, driver
 from database.models import (
     ChannelState,
     DeliveryAttempt,
@@ -99,37 +99,48 @@ def _job(row: Sequence[Any], person: tuple[Recipient, frozenset[str]]) -> Job:
                created_at, *person)
 
 
-# The columns an outcome writes, in the order PostgresBatches sends them (after the id).
-OUTCOME_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("status", "text"),
-    ("channel_index", "smallint"),
-    ("channel", "text"),
-    ("channel_attempts", "integer"),
-    ("parts_sent", "smallint"),
-    ("attempts", "integer"),
-    ("next_attempt_at", "timestamptz"),
-    ("last_error_class", "text"),
-    ("last_error_code", "text"),
-    ("last_error_text", "text"),
-    ("provider_message_id", "text"),
-    ("sent_at", "timestamptz"),
-    ("failed_at", "timestamptz"),
-)
-ATTEMPT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("notification_id", "bigint"),
-    ("channel", "text"),
-    ("sender", "text"),
-    ("address", "text"),
-    ("outcome", "text"),
-    ("error_class", "text"),
-    ("error_code", "text"),
-    ("error_text", "text"),
-    ("latency_ms", "integer"),
-    ("at", "timestamptz"),
-)
+class OutcomeRow(NamedTuple):
+    """A claimed row's new values, written only while its lease is still held."""
 
-OUTCOME_NAMES = tuple(name for name, _ in OUTCOME_COLUMNS)
-ATTEMPT_NAMES = tuple(name for name, _ in ATTEMPT_COLUMNS)
+    id: int
+    status: str
+    channel_index: int
+    channel: str
+    channel_attempts: int
+    parts_sent: int
+    attempts: int
+    next_attempt_at: datetime
+    last_error_class: str | None
+    last_error_code: str | None
+    last_error_text: str | None
+    provider_message_id: str | None
+    sent_at: datetime | None
+    failed_at: datetime | None
+
+
+class AttemptRow(NamedTuple):
+    """One try on one channel: a delivery_attempts row."""
+
+    notification_id: int
+    channel: str
+    sender: str | None
+    address: str | None
+    outcome: str
+    error_class: str | None
+    error_code: str | None
+    error_text: str | None
+    latency_ms: int
+    at: datetime
+
+
+# PostgreSQL types of the arrays PostgresBatches sends, one per field, in field order.
+_OUTCOME_TYPES = (
+    "bigint", "text", "smallint", "text", "integer", "smallint", "integer", "timestamptz",
+    "text", "text", "text", "text", "timestamptz", "timestamptz",
+)
+_ATTEMPT_TYPES = (
+    "bigint", "text", "text", "text", "text", "text", "text", "text", "integer", "timestamptz",
+)
 
 
 class ChannelStatus(NamedTuple):
@@ -159,12 +170,11 @@ class Batches(Protocol):
 
     async def record(
         self, db: Database, *, now: datetime, owner: str,
-        outcomes: Sequence[dict[str, Any]], attempts: Sequence[dict[str, Any]],
+        outcomes: Sequence[OutcomeRow], attempts: Sequence[AttemptRow],
         side_effects: SideEffects | None = None,
     ) -> None:
-        """Write outcomes (dicts with "id" and OUTCOME_COLUMNS) to the rows `owner` still
-        holds, releasing them, and insert the attempt rows (dicts with ATTEMPT_COLUMNS); run
-        `side_effects` in the same transaction."""
+        """Write the outcomes to the rows `owner` still holds, releasing them, and insert the
+        attempt rows; run `side_effects` in the same transaction."""
         ...
 
 
@@ -259,20 +269,22 @@ class CoreBatches:
 
     async def record(
         self, db: Database, *, now: datetime, owner: str,
-        outcomes: Sequence[dict[str, Any]], attempts: Sequence[dict[str, Any]],
+        outcomes: Sequence[OutcomeRow], attempts: Sequence[AttemptRow],
         side_effects: SideEffects | None = None,
     ) -> None:
         rows = []
         for outcome in outcomes:
-            row = {name: outcome[name] for name in OUTCOME_NAMES}
-            row.update(b_id=outcome["id"], b_owner=owner, lease_until=None, lease_owner=None,
+            row = outcome._asdict()
+            row.update(b_id=row.pop("id"), b_owner=owner, lease_until=None, lease_owner=None,
                        updated_at=now)
             rows.append(row)
 
         async def work(session: AsyncSession) -> None:
             await session.execute(_RECORD, rows)
             if attempts:
-                await session.execute(insert(DeliveryAttempt.__table__), list(attempts))
+                await session.execute(
+                    insert(DeliveryAttempt.__table__), [a._asdict() for a in attempts]
+                )
             if side_effects is not None:
                 await side_effects(session)
 
@@ -299,26 +311,27 @@ SELECT {", ".join(f"c.{name}" for name in _JOB_COLUMNS)},
 """
 
 
-def _unnest(columns: Sequence[tuple[str, str]], first: int) -> tuple[str, str]:
-    """`unnest($first::t1[], ...)` and the column list naming what it yields."""
-    arrays = ", ".join(f"${first + i}::{kind}[]" for i, (_, kind) in enumerate(columns))
-    return f"unnest({arrays})", ", ".join(name for name, _ in columns)
+def _unnest(names: Sequence[str], types: Sequence[str], first: int) -> str:
+    """`unnest($first::t1[], ...) AS v(name1, ...)`."""
+    arrays = ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(types))
+    return f"unnest({arrays}) AS v({', '.join(names)})"
 
 
 def _build_pg_record() -> str:
-    """$1 now, $2 owner, then one array per column: the ids and OUTCOME_COLUMNS, then
-    ATTEMPT_COLUMNS. A data-modifying WITH runs whether or not anything reads it."""
-    outcome_arrays, outcome_names = _unnest((("id", "bigint"), *OUTCOME_COLUMNS), 3)
-    attempt_arrays, attempt_names = _unnest(ATTEMPT_COLUMNS, 3 + 1 + len(OUTCOME_COLUMNS))
-    assignments = ",\n       ".join(f"{name} = v.{name}" for name, _ in OUTCOME_COLUMNS)
+    """$1 now, $2 owner, then one array per OutcomeRow field, then one per AttemptRow field.
+    A data-modifying WITH runs whether or not anything reads it."""
+    outcomes = _unnest(OutcomeRow._fields, _OUTCOME_TYPES, 3)
+    attempts = _unnest(AttemptRow._fields, _ATTEMPT_TYPES, 3 + len(OutcomeRow._fields))
+    assignments = ",\n       ".join(f"{name} = v.{name}" for name in OutcomeRow._fields[1:])
     return f"""
 WITH attempts AS (
-    INSERT INTO delivery_attempts ({attempt_names}) SELECT * FROM {attempt_arrays}
+    INSERT INTO delivery_attempts ({", ".join(AttemptRow._fields)})
+    SELECT * FROM {attempts}
 )
 UPDATE notifications AS n
    SET {assignments},
        lease_until = NULL, lease_owner = NULL, updated_at = $1
-  FROM {outcome_arrays} AS v({outcome_names})
+  FROM {outcomes}
  WHERE n.id = v.id AND n.lease_owner = $2 AND n.status = 'sending'
 """
 
@@ -326,34 +339,57 @@ UPDATE notifications AS n
 PG_RECORD = _build_pg_record()
 
 
+def _columns(rows: Sequence[tuple[Any, ...]], row_type: type[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows to one list per field (what `unnest` takes), in C rather than in a Python loop."""
+    if not rows:
+        return [[] for _ in row_type._fields]  # type: ignore[attr-defined]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+PG_STATES = "SELECT channel, paused, circuit_open_until, circuit_trips FROM channel_states"
+
+
 class PostgresBatches:
+    """Statements go through the driver's own API (`database.engine.driver`): SQLAlchemy's
+    per-statement handling costs as much CPU as decoding the batch, on the thread all
+    workers share."""
+
     async def claim(
         self, db: Database, *, now: datetime, owner: str, lease_until: datetime, limit: int
     ) -> Claimed:
         async def work(connection: AsyncConnection) -> Claimed:
-            result = await connection.exec_driver_sql(PG_CLAIM, (now, owner, lease_until, limit))
-            seen = _People()
-            jobs = [_job(row, seen.get(row[11], row[12:])) for row in result]
-            return Claimed(jobs, await _channel_states(connection) if jobs else {})
+            async with driver(connection) as pg:
+                rows = await pg.fetch(PG_CLAIM, now, owner, lease_until, limit)
+                if not rows:
+                    return Claimed([], {})
+                seen = _People()
+                jobs = [_job(row, seen.get(row[11], row[12:])) for row in rows]
+                states = {
+                    channel: ChannelStatus(paused, until, trips)
+                    for channel, paused, until, trips in await pg.fetch(PG_STATES)
+                }
+                return Claimed(jobs, states)
 
         return await db.run_statement(work)
 
     async def record(
         self, db: Database, *, now: datetime, owner: str,
-        outcomes: Sequence[dict[str, Any]], attempts: Sequence[dict[str, Any]],
+        outcomes: Sequence[OutcomeRow], attempts: Sequence[AttemptRow],
         side_effects: SideEffects | None = None,
     ) -> None:
-        params = (
-            now,
-            owner,
-            *([o[name] for o in outcomes] for name in ("id", *OUTCOME_NAMES)),
-            *([a[name] for a in attempts] for name in ATTEMPT_NAMES),
-        )
+        params = (now, owner, *_columns(outcomes, OutcomeRow), *_columns(attempts, AttemptRow))
+
+        async def write(connection: AsyncConnection) -> None:
+            async with driver(connection) as pg:
+                await pg.execute(PG_RECORD, *params)
+
         if side_effects is None:
-            await db.run_statement(lambda connection: connection.exec_driver_sql(PG_RECORD, params))
+            await db.run_statement(write)
             return
 
         async def work(session: AsyncSession) -> None:
+            # Through SQLAlchemy here: its asyncpg adapter begins the transaction with its
+            # first statement, and the record must be in the same one as its side effects.
             connection = await session.connection()
             await connection.exec_driver_sql(PG_RECORD, params)
             await side_effects(session)

@@ -48,7 +48,14 @@ from services import contacts, leases
 from services.alerts import ALERT_KIND, Alerts, Severity
 from services.clock import Clock
 from services.notifications import outbox
-from services.notifications.batches import ChannelStatus, Claimed, Job, batches_for
+from services.notifications.batches import (
+    AttemptRow,
+    ChannelStatus,
+    Claimed,
+    Job,
+    OutcomeRow,
+    batches_for,
+)
 from services.notifications.channels.base import Channel, Outgoing, SendResult
 from services.notifications.failures import ChannelError, Failure, FailureClass
 from services.notifications.text import split_text
@@ -90,7 +97,7 @@ class Outcome:
     dead_reason: str | None = None
     result: SendResult | None = None
     sent_at: datetime | None = None
-    attempt_rows: list[dict[str, Any]] = field(default_factory=list)
+    attempt_rows: list[AttemptRow] = field(default_factory=list)
     opt_outs: dict[str, str] = field(default_factory=dict)  # channel -> the provider's reason
     broken: list[tuple[str, Failure]] = field(default_factory=list)
     healed: list[str] = field(default_factory=list)
@@ -593,19 +600,19 @@ class Dispatcher:
         *,
         result: SendResult | None = None,
         failure: Failure | None = None,
-    ) -> dict[str, Any]:
-        return {
-            "notification_id": job.id,
-            "channel": channel,
-            "sender": result.sender if result else None,
-            "address": result.address if result else None,
-            "outcome": outcome,
-            "error_class": failure.kind.value if failure else None,
-            "error_code": failure.code[:32] if failure else None,
-            "error_text": failure.text[:500] if failure else None,
-            "latency_ms": int((time.monotonic() - started) * 1000),
-            "at": self.clock.now(),
-        }
+    ) -> AttemptRow:
+        return AttemptRow(
+            notification_id=job.id,
+            channel=channel,
+            sender=result.sender if result else None,
+            address=result.address if result else None,
+            outcome=outcome,
+            error_class=failure.kind.value if failure else None,
+            error_code=failure.code[:32] if failure else None,
+            error_text=failure.text[:500] if failure else None,
+            latency_ms=int((time.monotonic() - started) * 1000),
+            at=self.clock.now(),
+        )
 
     # --- recording --------------------------------------------------------------------------
 
@@ -635,25 +642,24 @@ class Dispatcher:
             side_effects=side_effects if special else None,
         )
 
-    def _record_row(self, o: Outcome, now: datetime) -> dict[str, Any]:
-        """The row's new values: batches.OUTCOME_COLUMNS, and its id."""
+    def _record_row(self, o: Outcome, now: datetime) -> OutcomeRow:
         job, failure = o.job, o.failure
-        return {
-            "id": job.id,
-            "status": o.status,
-            "channel_index": o.channel_index,
-            "channel": job.chain[min(o.channel_index, len(job.chain) - 1)],
-            "channel_attempts": o.channel_attempts,
-            "parts_sent": o.parts_sent,
-            "attempts": job.attempts + o.tries,
-            "next_attempt_at": o.next_attempt_at or now,
-            "last_error_class": failure.kind.value if failure else None,
-            "last_error_code": failure.code[:32] if failure else None,
-            "last_error_text": (o.dead_reason or (failure.text if failure else None)),
-            "provider_message_id": o.result.provider_message_id if o.result else None,
-            "sent_at": o.sent_at,
-            "failed_at": now if o.status == NotificationStatus.FAILED else None,
-        }
+        return OutcomeRow(
+            id=job.id,
+            status=o.status,
+            channel_index=o.channel_index,
+            channel=job.chain[min(o.channel_index, len(job.chain) - 1)],
+            channel_attempts=o.channel_attempts,
+            parts_sent=o.parts_sent,
+            attempts=job.attempts + o.tries,
+            next_attempt_at=o.next_attempt_at or now,
+            last_error_class=failure.kind.value if failure else None,
+            last_error_code=failure.code[:32] if failure else None,
+            last_error_text=o.dead_reason or (failure.text if failure else None),
+            provider_message_id=o.result.provider_message_id if o.result else None,
+            sent_at=o.sent_at,
+            failed_at=now if o.status == NotificationStatus.FAILED else None,
+        )
 
     async def _record_side_effects(self, session: AsyncSession, o: Outcome, now: datetime) -> None:
         job = o.job

@@ -8,6 +8,8 @@ def split_text(text: str, limit: int) -> list[str]:
     spaces, so a reader sees whole lines and words. An empty text is one empty part."""
     if limit <= 0:
         raise ValueError("limit must be positive")
+    if len(text) <= limit:
+        return [text]
     parts: list[str] = []
     rest = text
     while len(rest) > limit:
