@@ -16,6 +16,7 @@ from services.notifications import outbox
 from services.notifications.channels.base import ChannelName
 from services.notifications.dispatcher import Dispatcher, DispatcherConfig
 from services.notifications.failures import FailureClass
+from tests.conftest import _admin
 from tests.support import ScriptedChannel, failure, make_user
 
 TG, WA, SMS, EMAIL, MANUAL = (ChannelName.TELEGRAM, ChannelName.WHATSAPP, ChannelName.SMS,
@@ -275,6 +276,25 @@ async def test_broken_channel_opens_its_circuit_alerts_once_and_moves_rows_on(
     async with db.transaction() as session:
         state = await session.get_one(ChannelState, "telegram")
     assert state.circuit_trips == 0 and state.circuit_open_until is None
+
+
+async def test_dispatching_survives_the_server_closing_its_connections(
+    db, clock, channels, dispatcher
+):
+    """The PostgreSQL path sends its statements through the driver's own API: a connection
+    the server ended must be dropped from the pool and the batch claimed on a fresh one."""
+    if db.dialect != "postgresql":
+        pytest.skip("PostgreSQL: the server ends the sessions")
+    user = await make_user(db, clock)
+    await _enqueue(db, clock, user, key="before")
+    await dispatcher.run_once()  # the pool now holds live connections
+    after = await _enqueue(db, clock, user, key="after")
+    url = db.engine.url.render_as_string(hide_password=False)
+    await _admin(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    await dispatcher.run_once()  # its first statement meets a closed connection
+    assert (await _row(db, after)).status == "sent"
+    assert channels[TG].texts() == ["Your request #12 was accepted."] * 2
 
 
 async def test_expired_lease_makes_a_crashed_workers_rows_due_again(
