@@ -59,10 +59,18 @@ def is_transient(exc: BaseException) -> bool:
     return any(marker in str(orig) for marker in _SQLITE_TRANSIENT)
 
 
-def _connection_failed(exc: BaseException) -> bool:
+# The driver's errors that leave its connection unusable (InternalClientError: seen when the
+# server ended the session while the connection sat in the pool).
+_BROKEN = (OSError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
+
+
+def _connection_failed(exc: BaseException, connection: Any) -> bool:
     sqlstate = getattr(exc, "sqlstate", None) or ""
-    return isinstance(exc, (OSError, asyncpg.InterfaceError)) or sqlstate.startswith(
-        ("08", "57P")  # connection exception; the server shutting down or ending the session
+    return (
+        connection.is_closed()  # SQLAlchemy's own test for asyncpg
+        or isinstance(exc, _BROKEN)
+        # connection exception; the server shutting down or ending the session
+        or sqlstate.startswith(("08", "57P"))
     )
 
 
@@ -76,10 +84,11 @@ async def driver(connection: AsyncConnection) -> AsyncIterator[Any]:
     retry. Other errors are raised as the driver raised them.
     """
     raw = await connection.get_raw_connection()
+    pg = raw.driver_connection
     try:
-        yield raw.driver_connection
+        yield pg
     except Exception as exc:
-        if not _connection_failed(exc):
+        if not _connection_failed(exc, pg):
             raise
         await connection.invalidate(exc)
         raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc

@@ -153,7 +153,8 @@ class ChannelStatus(NamedTuple):
 
 class Claimed(NamedTuple):
     jobs: list[Job]
-    channels: dict[str, ChannelStatus]
+    # The channels' states, when asked for and something was claimed; otherwise None.
+    channels: dict[str, ChannelStatus] | None
 
 
 # Outcomes' side effects (opt-outs, circuits, alerts), written in the record's transaction.
@@ -162,10 +163,11 @@ SideEffects = Callable[[AsyncSession], Awaitable[None]]
 
 class Batches(Protocol):
     async def claim(
-        self, db: Database, *, now: datetime, owner: str, lease_until: datetime, limit: int
+        self, db: Database, *, now: datetime, owner: str, lease_until: datetime, limit: int,
+        read_states: bool = True,
     ) -> Claimed:
-        """Lease up to `limit` due rows to `owner`: their jobs, most urgent first, and the
-        channels' states (empty when nothing was due)."""
+        """Lease up to `limit` due rows to `owner`: their jobs, most urgent first, and, with
+        `read_states`, the channels' states, read in the same unit of work."""
         ...
 
     async def record(
@@ -241,7 +243,8 @@ class CoreBatches:
     gives the same one-claimer-per-row semantics within one process."""
 
     async def claim(
-        self, db: Database, *, now: datetime, owner: str, lease_until: datetime, limit: int
+        self, db: Database, *, now: datetime, owner: str, lease_until: datetime, limit: int,
+        read_states: bool = True,
     ) -> Claimed:
         params = {"now": now, "owner": owner, "lease_until": lease_until, "limit": limit}
 
@@ -249,7 +252,7 @@ class CoreBatches:
             connection = await session.connection()
             rows = (await connection.execute(CLAIM, params)).all()
             if not rows:
-                return Claimed([], {})
+                return Claimed([], None)
             rows.sort(key=lambda r: (r.priority, r.next_attempt_at, r.id))
             u = User.__table__.c
             people = {
@@ -263,7 +266,7 @@ class CoreBatches:
             jobs = [
                 _job(row, seen.get(row.recipient_id, people[row.recipient_id])) for row in rows
             ]
-            return Claimed(jobs, await _channel_states(connection))
+            return Claimed(jobs, await _channel_states(connection) if read_states else None)
 
         return await db.run(work)
 
@@ -355,15 +358,18 @@ class PostgresBatches:
     workers share."""
 
     async def claim(
-        self, db: Database, *, now: datetime, owner: str, lease_until: datetime, limit: int
+        self, db: Database, *, now: datetime, owner: str, lease_until: datetime, limit: int,
+        read_states: bool = True,
     ) -> Claimed:
         async def work(connection: AsyncConnection) -> Claimed:
             async with driver(connection) as pg:
                 rows = await pg.fetch(PG_CLAIM, now, owner, lease_until, limit)
                 if not rows:
-                    return Claimed([], {})
+                    return Claimed([], None)
                 seen = _People()
                 jobs = [_job(row, seen.get(row[11], row[12:])) for row in rows]
+                if not read_states:
+                    return Claimed(jobs, None)
                 states = {
                     channel: ChannelStatus(paused, until, trips)
                     for channel, paused, until, trips in await pg.fetch(PG_STATES)

@@ -80,6 +80,10 @@ class DispatcherConfig:
     circuit_probe_seconds: float = 60.0
     # When a rate limit comes without a retry_after, and a paused channel's re-check interval.
     default_wait_seconds: float = 30.0
+    # How long a read of the channels' states (paused, circuits) serves before the next claim
+    # reads them again. Changes this process makes apply at once; another process's within
+    # this time. Reading them with every batch costs a round trip per batch.
+    states_ttl_seconds: float = 1.0
     # Without Redis only one process may dispatch: it holds the "dispatcher" lease.
     exclusive: bool = False
 
@@ -138,9 +142,16 @@ class Dispatcher:
         self._is_leader = not self.config.exclusive
         self._leader_checked = 0.0
         self._rescue_every = max(1.0, self.config.lease.total_seconds() / 2)
+        self._states: dict[str, ChannelStatus] = {}
+        self._states_read_at: float | None = None
         db.on_commit(outbox.WAKE_FLAG, self.wake)
+        db.on_commit(outbox.STATES_FLAG, self._forget_states)
 
     # --- lifecycle --------------------------------------------------------------------------
+
+    def _forget_states(self) -> None:
+        """A channel was paused or resumed here: read the states again at the next claim."""
+        self._states_read_at = None
 
     def wake(self) -> None:
         """New work was committed: look for due rows now instead of at the next idle tick."""
@@ -282,7 +293,8 @@ class Dispatcher:
         keeps its rows, and no other worker, in this process or another, sends them again.
         """
         token = f"{self.owner}:{uuid.uuid4().hex[:8]}"
-        jobs, states = await self._claim(token)
+        jobs = (await self._claim(token)).jobs
+        states = self._states  # shared by batches: a circuit one opens, the others see
         if not jobs:
             return 0
         log.debug("dispatcher %s claimed %d notification(s)", self.owner, len(jobs))
@@ -342,12 +354,19 @@ class Dispatcher:
         return outcome
 
     async def _claim(self, token: str) -> Claimed:
-        """Lease a batch to `token`; its jobs, and the channels' states (paused, circuits)."""
+        """Lease a batch to `token`; the channels' states are read with it when this
+        dispatcher's copy is older than `states_ttl_seconds`."""
         now = self.clock.now()
-        return await self._batches.claim(
+        read_at, ttl = self._states_read_at, self.config.states_ttl_seconds
+        stale = read_at is None or self.clock.monotonic() - read_at >= ttl
+        claimed = await self._batches.claim(
             self.db, now=now, owner=token, lease_until=now + self.config.lease,
-            limit=self.config.batch_size,
+            limit=self.config.batch_size, read_states=stale,
         )
+        if claimed.channels is not None:
+            self._states = claimed.channels
+            self._states_read_at = self.clock.monotonic()
+        return claimed
 
     # --- delivering one notification ---------------------------------------------------------
 
@@ -372,6 +391,8 @@ class Dispatcher:
                 state = states.get(channel.name)
                 if state is not None and state.circuit_trips:
                     outcome.healed.append(channel.name)
+                    states[channel.name] = state._replace(circuit_open_until=None,
+                                                          circuit_trips=0)
                 outcome.status = NotificationStatus.SENT.value
                 outcome.sent_at = self.clock.now()
                 return outcome

@@ -31,6 +31,9 @@ from services.notifications.channels.base import DEFAULT_ORDER, ChannelName
 
 # Set in session.info by enqueue; the Database wakes the dispatcher after such a commit.
 WAKE_FLAG = "outbox_wake"
+# Set when a channel is paused or resumed: this process's dispatcher reads the channels'
+# states again at its next claim instead of when its copy is due for a refresh.
+STATES_FLAG = "outbox_channel_states"
 PG_CHANNEL = "outbox"
 
 PRIORITY_INTERACTIVE = 0  # a person is waiting for this answer
@@ -312,6 +315,7 @@ async def set_channel_paused(
         entity_type="channel", entity_id=channel, after={"paused": paused},
         actor_id=actor_id, at=now,
     )
+    session.info[STATES_FLAG] = True
     if not paused:
         session.info[WAKE_FLAG] = True
 

@@ -359,6 +359,10 @@ async def test_long_text_is_split_and_a_retry_never_resends_a_delivered_part(
 
 async def test_paused_channel_holds_its_rows_until_resumed(db, clock, channels, dispatcher):
     user = await make_user(db, clock, phone="+33612345678")
+    await _enqueue(db, clock, user, key="before")
+    await dispatcher.run_once()  # sent, and the channels' states are now in the dispatcher
+    channels[TG].calls = 0
+    # Paused in this process: it applies to the very next claim, without waiting.
     await db.run(lambda s: outbox.set_channel_paused(s, "telegram", paused=True, now=clock.now()))
     nid = await _enqueue(db, clock, user)
     await dispatcher.run_once()
@@ -369,6 +373,26 @@ async def test_paused_channel_holds_its_rows_until_resumed(db, clock, channels, 
     clock.advance(30)
     await dispatcher.run_once()
     assert (await _row(db, nid)).status == "sent" and channels[TG].calls == 1
+
+
+async def test_a_pause_made_by_another_process_applies_within_the_states_ttl(
+    db_url, db, clock, channels, dispatcher
+):
+    user = await make_user(db, clock)
+    await _enqueue(db, clock, user, key="before")
+    await dispatcher.run_once()  # the channels' states are read with this claim
+    other_process = Database.from_url(db_url)  # its commits do not reach our dispatcher
+    try:
+        await other_process.run(
+            lambda s: outbox.set_channel_paused(s, "telegram", paused=True, now=clock.now())
+        )
+    finally:
+        await other_process.dispose()
+    clock.advance(dispatcher.config.states_ttl_seconds)
+    nid = await _enqueue(db, clock, user, key="after")
+    await dispatcher.run_once()
+    assert (await _row(db, nid)).status == "pending"
+    assert channels[TG].texts() == ["Your request #12 was accepted."]  # only the first
 
 
 async def test_retry_and_archive_of_dead_letters(db, clock, channels, dispatcher):
