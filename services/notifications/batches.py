@@ -96,9 +96,14 @@ class _People:
 def _job(row: Sequence[Any], person: tuple[Recipient, frozenset[str]]) -> Job:
     (nid, kind, payload, key, chain, channel_index, channel_attempts, parts_sent, attempts,
      allow_fallback, created_at) = row[:11]
-    return Job(nid, kind, payload, key, tuple(c for c in chain.split(",") if c),
-               channel_index, channel_attempts, parts_sent, attempts, allow_fallback,
-               created_at, *person)
+    return Job(nid, kind, payload, key, _chain(chain), channel_index, channel_attempts,
+               parts_sent, attempts, allow_fallback, created_at, *person)
+
+
+@functools.lru_cache(maxsize=256)
+def _chain(stored: str) -> tuple[str, ...]:
+    """"telegram,whatsapp" -> ("telegram", "whatsapp"); a handful of distinct chains exist."""
+    return tuple(c for c in stored.split(",") if c)
 
 
 class OutcomeRow(NamedTuple):

@@ -528,19 +528,19 @@ class Dispatcher:
 
     def _outgoing(self, job: Job, channel: Channel) -> list[Outgoing]:
         payload = job.payload
-        fields: dict[str, Any] = {
-            "notification_id": job.id,
-            "kind": job.kind,
-            "idempotency_key": job.idempotency_key,
-            "subject": payload.get("subject"),
-            "extra": {"buttons": payload["buttons"]} if payload.get("buttons") else {},
-        }
+        subject = payload.get("subject")
+        extra = {"buttons": payload["buttons"]} if payload.get("buttons") else {}
         if "text" in payload:
-            parts = split_text(payload["text"], channel.max_text_length)
-            return [Outgoing(text=part, part=i, **fields) for i, part in enumerate(parts)]
+            return [
+                Outgoing(job.id, job.kind, job.idempotency_key, text=part, subject=subject,
+                         part=i, extra=extra)
+                for i, part in enumerate(split_text(payload["text"], channel.max_text_length))
+            ]
         if "template" in payload:
-            return [Outgoing(template=payload["template"], **fields)]
-        return [Outgoing(media=payload["media"], **fields)]
+            return [Outgoing(job.id, job.kind, job.idempotency_key, template=payload["template"],
+                             subject=subject, extra=extra)]
+        return [Outgoing(job.id, job.kind, job.idempotency_key, media=payload["media"],
+                         subject=subject, extra=extra)]
 
     async def _send(self, job: Job, channel: Channel, outcome: Outcome) -> Failure | None:
         """Send the parts not yet sent on this channel; a transient failure is tried again at

@@ -38,11 +38,13 @@ class Recipient:
     whatsapp_inbound_at: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outgoing:
-    """One part of a notification, ready for a channel.
+    """One part of a notification, ready for a channel; channels only read it.
 
-    Exactly one of `text`, `template` or `media` is set. `template` is
+    Not frozen: a frozen dataclass takes several times longer to build, and the dispatcher
+    builds one for every message it sends. Exactly one of `text`, `template` or `media` is
+    set. `template` is
     {"name": str, "language": str, "params": list[str]}; `media` is
     {"type": "image"|"document"|"audio"|"video", "source": url, "caption": str | None}.
     """
@@ -58,7 +60,7 @@ class Outgoing:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as Outgoing: one per message sent
 class SendResult:
     provider_message_id: str | None
     sender: str | None = None  # the sender used: bot id, phone-number id, from number, address
