@@ -7,17 +7,19 @@ to a row still leased to this batch's token, and the attempt rows with it.
 - `SQLiteBatches`: in `Database.run` transactions. The claim is one SQLAlchemy Core
   UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING plus a read of the recipients; the
   outcomes are one executemany UPDATE and one executemany INSERT, sent as plain SQL.
-- `PostgresBatches`: each unit is one statement written for PostgreSQL and sent through the
-  driver as it is (`exec_driver_sql`), outside a transaction (`Database.run_statement`): one
-  statement is atomic on its own, and BEGIN and COMMIT would triple the round trips. The
+- `PostgresBatches`: each unit is one statement written for PostgreSQL and sent through
+  asyncpg's own API (`database.engine.driver`), outside a transaction
+  (`Database.run_statement`): one statement is atomic on its own, and BEGIN and COMMIT would
+  triple the round trips. The
   claim also joins the recipients; the outcomes travel as one array per column, applied with
   `unnest`, and the attempt rows are inserted by the same statement. When outcomes have side
   effects (an opt-out, a circuit, a dead-letter alert) the record runs in a transaction with
   them, as on SQLite.
 
-Why PostgreSQL has its own path: on a batch of 100, SQLAlchemy's per-row parameter and result
-handling and the extra round trips cost more CPU than the database's own work, and the
-dispatcher's workers share one Python thread (benchmarks/README.md, outbox_throughput).
+Why the statements bypass SQLAlchemy's statement handling: on a batch of 100, its per-row
+parameter and result processing and the extra round trips cost more CPU than the database's
+own work, and the dispatcher's workers share one Python thread (benchmarks/README.md,
+outbox_throughput). Everything else in the application goes through SQLAlchemy.
 """
 
 from __future__ import annotations
