@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -76,13 +76,19 @@ def _connection_failed(exc: BaseException, connection: Any) -> bool:
 
 @asynccontextmanager
 async def driver(connection: AsyncConnection) -> AsyncIterator[Any]:
-    """The driver's own connection under `connection` (asyncpg), for the few statements whose
-    SQLAlchemy overhead matters: the dispatcher's, many times a second.
+    """The driver's own connection under `connection` (asyncpg, autocommit: the connections
+    `Database.run_statement` gives), for the few statements whose SQLAlchemy overhead matters:
+    the dispatcher's, many times a second.
 
     A failure of the connection itself invalidates it in the pool, as SQLAlchemy does for
     its own statements, and is raised as ConnectionLost, which `run` and `run_statement`
     retry. Other errors are raised as the driver raised them.
     """
+    options = connection.sync_connection.get_execution_options()  # type: ignore[union-attr]
+    if options.get("isolation_level") != "AUTOCOMMIT":
+        # SQLAlchemy's asyncpg adapter begins a transaction with its own first statement:
+        # statements sent below it before that would silently run outside the transaction.
+        raise RuntimeError("driver() needs an autocommit connection (Database.run_statement)")
     raw = await connection.get_raw_connection()
     pg = raw.driver_connection
     try:
@@ -104,11 +110,27 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine)
         return engine
-    # No pool_pre_ping: with asyncpg it costs three round trips (BEGIN, ping, ROLLBACK) per
-    # checkout, and `Database.run` already reruns a unit of work whose connection turns out to
-    # be dead (the error invalidates the pool, and the rerun gets a fresh connection).
     kwargs.setdefault("pool_size", 10)
-    return create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, **kwargs)
+    _skip_closed_connections(engine)
+    return engine
+
+
+def _skip_closed_connections(engine: AsyncEngine) -> None:
+    """Never hand out a pooled connection the server has already closed (a restart, a
+    failover, an idle timeout): it is replaced by a new one at checkout.
+
+    This is SQLAlchemy's "pessimistic disconnect handling" recipe with a check that costs
+    nothing: asyncpg knows when the server closed the socket. `pool_pre_ping` would also catch
+    a connection that died silently, but with asyncpg it is three round trips (BEGIN, ping,
+    ROLLBACK) on every checkout; such a connection fails its first statement instead, and
+    `Database.run` / `run_statement` rerun the unit of work on another one.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if dbapi_connection.driver_connection.is_closed():
+            raise DisconnectionError("the server closed this connection")
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -162,7 +162,7 @@ class ChannelStatus(NamedTuple):
 
 class Claimed(NamedTuple):
     jobs: list[Job]
-    # The channels' states, when asked for and something was claimed; otherwise None.
+    # The channels' states when asked for (SQLite: only when something was claimed); or None.
     channels: dict[str, ChannelStatus] | None
 
 
@@ -176,16 +176,17 @@ class Batches(Protocol):
         read_states: bool = True,
     ) -> Claimed:
         """Lease up to `limit` due rows to `owner`: their jobs, most urgent first, and, with
-        `read_states`, the channels' states, read in the same unit of work."""
+        `read_states`, the channels' states."""
         ...
 
     async def record(
         self, db: Database, *, now: datetime, owner: str,
         outcomes: Sequence[OutcomeRow], attempts: Sequence[AttemptRow],
         side_effects: SideEffects | None = None,
-    ) -> None:
+    ) -> int:
         """Write the outcomes to the rows `owner` still holds, releasing them, and insert the
-        attempt rows; run `side_effects` in the same transaction."""
+        attempt rows; run `side_effects` in the same transaction. Returns how many rows were
+        still held (and so written)."""
         ...
 
 
@@ -271,12 +272,12 @@ class SQLiteBatches:
         self, db: Database, *, now: datetime, owner: str,
         outcomes: Sequence[OutcomeRow], attempts: Sequence[AttemptRow],
         side_effects: SideEffects | None = None,
-    ) -> None:
-        async def work(session: AsyncSession) -> None:
+    ) -> int:
+        async def work(session: AsyncSession) -> int:
             connection = await session.connection()
             to_db = _datetime_writer(connection.dialect)
             stamp = to_db(now)
-            await connection.exec_driver_sql(SQLITE_RECORD, [
+            result = await connection.exec_driver_sql(SQLITE_RECORD, [
                 (*(to_db(v) if isinstance(v, datetime) else v for v in row[1:]),
                  stamp, row.id, owner)
                 for row in outcomes
@@ -288,8 +289,9 @@ class SQLiteBatches:
                 ])
             if side_effects is not None:
                 await side_effects(session)
+            return result.rowcount
 
-        await db.run(work)
+        return await db.run(work)
 
 
 # The record as SQLite statements, sent as they are: SQLAlchemy's per-row parameter handling
@@ -309,7 +311,7 @@ SQLITE_ATTEMPTS = (
 def _datetime_writer(dialect: Dialect) -> Callable[[datetime], Any]:
     """How the models' UTCDateTime columns store a datetime on this dialect (SQLAlchemy's own
     processor, so rows written here read back, compare and sort as any other)."""
-    process = UTCDateTime().bind_processor(dialect)
+    process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
     assert process is not None
     return process
 
@@ -383,18 +385,19 @@ class PostgresBatches:
     ) -> Claimed:
         async def work(connection: AsyncConnection) -> Claimed:
             async with driver(connection) as pg:
+                # The states first: the claim commits on its own, so nothing that could fail
+                # (and have this work run again, claiming a second batch) may follow it.
+                states = (
+                    {
+                        channel: ChannelStatus(paused, until, trips)
+                        for channel, paused, until, trips in await pg.fetch(PG_STATES)
+                    }
+                    if read_states
+                    else None
+                )
                 rows = await pg.fetch(PG_CLAIM, now, owner, lease_until, limit)
-                if not rows:
-                    return Claimed([], None)
-                seen = _People()
-                jobs = [_job(row, seen.get(row[11], row[12:])) for row in rows]
-                if not read_states:
-                    return Claimed(jobs, None)
-                states = {
-                    channel: ChannelStatus(paused, until, trips)
-                    for channel, paused, until, trips in await pg.fetch(PG_STATES)
-                }
-                return Claimed(jobs, states)
+            seen = _People()
+            return Claimed([_job(row, seen.get(row[11], row[12:])) for row in rows], states)
 
         return await db.run_statement(work)
 
@@ -402,22 +405,23 @@ class PostgresBatches:
         self, db: Database, *, now: datetime, owner: str,
         outcomes: Sequence[OutcomeRow], attempts: Sequence[AttemptRow],
         side_effects: SideEffects | None = None,
-    ) -> None:
+    ) -> int:
         params = (now, owner, *_columns(outcomes, OutcomeRow), *_columns(attempts, AttemptRow))
 
-        async def write(connection: AsyncConnection) -> None:
+        async def write(connection: AsyncConnection) -> int:
             async with driver(connection) as pg:
-                await pg.execute(PG_RECORD, *params)
+                status = await pg.execute(PG_RECORD, *params)  # "UPDATE <rows>"
+            return int(status.rsplit(" ", 1)[-1])
 
         if side_effects is None:
-            await db.run_statement(write)
-            return
+            return await db.run_statement(write)
 
-        async def work(session: AsyncSession) -> None:
+        async def work(session: AsyncSession) -> int:
             # Through SQLAlchemy here: its asyncpg adapter begins the transaction with its
             # first statement, and the record must be in the same one as its side effects.
             connection = await session.connection()
-            await connection.exec_driver_sql(PG_RECORD, params)
+            result = await connection.exec_driver_sql(PG_RECORD, params)
             await side_effects(session)
+            return result.rowcount
 
-        await db.run(work)
+        return await db.run(work)

@@ -107,6 +107,13 @@ class Outcome:
     healed: list[str] = field(default_factory=list)
 
 
+def _fit(value: str | None, size: int) -> str | None:
+    """A provider's or a setting's string as its column can hold it: no NUL (PostgreSQL text
+    cannot), at most `size` characters. A row that cannot be written would have its whole
+    batch sent again when the lease ends."""
+    return None if value is None else value.replace("\x00", "")[:size]
+
+
 def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ChannelError) and exc.failure.kind is FailureClass.TRANSIENT
 
@@ -144,6 +151,7 @@ class Dispatcher:
         self._rescue_every = max(1.0, self.config.lease.total_seconds() / 2)
         self._states: dict[str, ChannelStatus] = {}
         self._states_read_at: float | None = None
+        self._states_changed = 0  # counts pauses/resumes committed here
         db.on_commit(outbox.WAKE_FLAG, self.wake)
         db.on_commit(outbox.STATES_FLAG, self._forget_states)
 
@@ -152,6 +160,7 @@ class Dispatcher:
     def _forget_states(self) -> None:
         """A channel was paused or resumed here: read the states again at the next claim."""
         self._states_read_at = None
+        self._states_changed += 1
 
     def wake(self) -> None:
         """New work was committed: look for due rows now instead of at the next idle tick."""
@@ -294,7 +303,9 @@ class Dispatcher:
         """
         token = f"{self.owner}:{uuid.uuid4().hex[:8]}"
         jobs = (await self._claim(token)).jobs
-        states = self._states  # shared by batches: a circuit one opens, the others see
+        # Shared by the batches in flight: a circuit one opens the others see at once, until
+        # the next read replaces the dict with the database's copy.
+        states = self._states
         if not jobs:
             return 0
         log.debug("dispatcher %s claimed %d notification(s)", self.owner, len(jobs))
@@ -359,13 +370,17 @@ class Dispatcher:
         now = self.clock.now()
         read_at, ttl = self._states_read_at, self.config.states_ttl_seconds
         stale = read_at is None or self.clock.monotonic() - read_at >= ttl
+        changes = self._states_changed
         claimed = await self._batches.claim(
             self.db, now=now, owner=token, lease_until=now + self.config.lease,
             limit=self.config.batch_size, read_states=stale,
         )
         if claimed.channels is not None:
             self._states = claimed.channels
-            self._states_read_at = self.clock.monotonic()
+            # A pause committed while this read was under way may be missing from it: then
+            # the next claim reads again.
+            if changes == self._states_changed:
+                self._states_read_at = self.clock.monotonic()
         return claimed
 
     # --- delivering one notification ---------------------------------------------------------
@@ -386,13 +401,15 @@ class Dispatcher:
             if picked is None:
                 return outcome  # dead or waiting: _pick_channel set the outcome
             channel = picked
+            # Taken before the send: a circuit another batch opens while this send is under
+            # way is not closed by its success, only one this send was probing.
+            probed = states.get(channel.name)
             failure = await self._send(job, channel, outcome)
             if failure is None:
-                state = states.get(channel.name)
-                if state is not None and state.circuit_trips:
+                if probed is not None and probed.circuit_trips:
                     outcome.healed.append(channel.name)
-                    states[channel.name] = state._replace(circuit_open_until=None,
-                                                          circuit_trips=0)
+                    states[channel.name] = probed._replace(circuit_open_until=None,
+                                                           circuit_trips=0)
                 outcome.status = NotificationStatus.SENT.value
                 outcome.sent_at = self.clock.now()
                 return outcome
@@ -565,7 +582,8 @@ class Dispatcher:
         self, job: Job, channel: Channel, message: Outgoing, outcome: Outcome
     ) -> Failure | None:
         """The quick retries after a transient failure: the remaining `send_tries - 1` tries,
-        the first after 1x `send_retry_wait`, the next after 2x, then 4x (each jittered)."""
+        the first after 1x `send_retry_wait`, the next after 2x, then 4x at most; jittered by
+        up to half of it, except where the 4x cap applies."""
         base = self.config.send_retry_wait
         await self.retry_sleep(base + random.uniform(0, base / 2))
         retrying = AsyncRetrying(
@@ -625,8 +643,8 @@ class Dispatcher:
         return AttemptRow(
             notification_id=job.id,
             channel=channel,
-            sender=result.sender if result else None,
-            address=result.address if result else None,
+            sender=_fit(result.sender, 64) if result else None,
+            address=_fit(result.address, 254) if result else None,
             outcome=outcome,
             error_class=failure.kind.value if failure else None,
             error_code=failure.code[:32] if failure else None,
@@ -656,12 +674,17 @@ class Dispatcher:
                 except Exception:
                     log.exception("side effects of notification %s not recorded", o.job.id)
 
-        await self._batches.record(
+        written = await self._batches.record(
             self.db, now=now, owner=token,
             outcomes=[self._record_row(o, now) for o in outcomes],
             attempts=[row for o in outcomes for row in o.attempt_rows],
             side_effects=side_effects if special else None,
         )
+        if written < len(outcomes):
+            # Their lease ended while this batch was sending (the process stalled longer than
+            # a lease): whoever took them over owns them now, and their outcome here is lost.
+            log.warning("batch %s: %d of %d outcome(s) not written, their lease was lost",
+                        token, len(outcomes) - written, len(outcomes))
 
     def _record_row(self, o: Outcome, now: datetime) -> OutcomeRow:
         job, failure = o.job, o.failure
@@ -677,7 +700,7 @@ class Dispatcher:
             last_error_class=failure.kind.value if failure else None,
             last_error_code=failure.code[:32] if failure else None,
             last_error_text=o.dead_reason or (failure.text if failure else None),
-            provider_message_id=o.result.provider_message_id if o.result else None,
+            provider_message_id=_fit(o.result.provider_message_id, 128) if o.result else None,
             sent_at=o.sent_at,
             failed_at=now if o.status == NotificationStatus.FAILED else None,
         )

@@ -26,6 +26,13 @@ class Failure:
     # The recipient asked not to be contacted on this channel (STOP, 21610, 131050).
     opt_out: bool = False
 
+    def __post_init__(self) -> None:
+        # Code and text come from providers and are stored: PostgreSQL text cannot hold NUL,
+        # and a row that cannot be written would have its whole batch sent again.
+        if "\x00" in self.code or "\x00" in self.text:
+            object.__setattr__(self, "code", self.code.replace("\x00", ""))
+            object.__setattr__(self, "text", self.text.replace("\x00", "\ufffd"))
+
 
 class ChannelError(Exception):
     """Raised by a channel's send; carries the classified failure."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -58,3 +60,24 @@ async def test_run_statement_runs_outside_a_transaction_on_postgresql_only(
     finally:
         # The PostgreSQL database is shared by the session: leave its schema as found.
         await db.run_statement(lambda c: c.execute(text("DROP TABLE scratch")))
+
+
+async def test_connections_the_server_closed_are_replaced_at_checkout(postgres_url: str) -> None:
+    """After a restart every pooled connection is dead. Each is replaced when it is checked
+    out (asyncpg knows the socket closed), so even a unit of work allowed a single attempt
+    succeeds, however many dead connections the pool holds."""
+    db = Database.from_url(postgres_url)
+    db.attempts = 1
+    try:
+        async def hold(connection) -> None:
+            await connection.execute(text("SELECT pg_sleep(0.1)"))
+
+        await asyncio.gather(*(db.run_statement(hold) for _ in range(6)))
+        assert db.engine.pool.checkedin() == 6
+        await _admin(postgres_url, TERMINATE_OTHERS.format(name=db.engine.url.database))
+        await asyncio.sleep(0.3)  # the closed sockets reach the event loop
+        for _ in range(6):
+            assert await db.run_statement(lambda c: c.scalar(text("SELECT 1"))) == 1
+            assert await db.run(lambda s: s.scalar(text("SELECT 2"))) == 2
+    finally:
+        await db.dispose()

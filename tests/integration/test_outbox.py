@@ -6,16 +6,16 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from database.engine import Database
 from database.models import ChannelState, DeliveryAttempt, Notification, User
 from services.alerts import Alerts
 from services.clock import FakeClock, SystemClock
 from services.notifications import outbox
-from services.notifications.channels.base import ChannelName
+from services.notifications.channels.base import ChannelName, SendResult
 from services.notifications.dispatcher import Dispatcher, DispatcherConfig
-from services.notifications.failures import FailureClass
+from services.notifications.failures import Failure, FailureClass
 from tests.conftest import _admin
 from tests.support import ScriptedChannel, failure, make_user
 
@@ -176,6 +176,60 @@ async def test_quick_retries_wait_1x_then_2x_and_only_for_transient_failures(
     # A permanent failure is not retried on the same channel: WhatsApp takes it at once.
     assert waits == []
     assert (await _row(db, second)).channel == "whatsapp"
+
+
+async def test_provider_strings_a_column_cannot_hold_do_not_block_the_batch(
+    db, clock, channels, dispatcher
+):
+    """A NUL in an error text (PostgreSQL text cannot hold it) or a sender longer than its
+    column must not make the record fail: its whole batch would be sent again and again."""
+    user = await make_user(db, clock)
+    channels[TG].fail(Failure(FailureClass.TRANSIENT, "test", "5\x0000", "bad\x00gateway"))
+    long_sender = ScriptedChannel(TG, reach="telegram_id")
+
+    async def send(recipient, message):
+        return SendResult(provider_message_id="id\x00" + "9" * 300, sender="s" * 300,
+                          address="a" * 300)
+
+    long_sender.send = send
+    first = await _enqueue(db, clock, user, key="nul")
+    await dispatcher.run_once()
+    assert (await _row(db, first)).status == "sent"  # the quick retry got through
+    dispatcher.channels[TG] = long_sender
+    second = await _enqueue(db, clock, user, key="long")
+    await dispatcher.run_once()
+    row = await _row(db, second)
+    assert row.status == "sent" and row.provider_message_id == "id" + "9" * 126
+    async with db.transaction() as session:
+        failed = (await session.execute(
+            select(DeliveryAttempt.error_code, DeliveryAttempt.error_text)
+            .where(DeliveryAttempt.notification_id == first, DeliveryAttempt.outcome == "failed")
+        )).one()
+        sender = (await session.execute(
+            select(DeliveryAttempt.sender).where(DeliveryAttempt.notification_id == second)
+        )).scalar_one()
+    assert tuple(failed) == ("500", "bad\ufffdgateway") and sender == "s" * 64
+
+
+async def test_sqlite_record_stores_times_exactly_as_sqlalchemy_does(
+    db, clock, channels, dispatcher
+):
+    """SQLite compares times as text: the record's plain SQL must write the same format as
+    SQLAlchemy (microseconds included), or equal instants would compare unequal."""
+    if db.dialect != "sqlite":
+        pytest.skip("SQLite stores times as text")
+    user = await make_user(db, clock)
+    nid = await _enqueue(db, clock, user)
+    await dispatcher.run_once()
+    async with db.transaction() as session:
+        row = (await session.execute(text(
+            "SELECT created_at, sent_at, next_attempt_at, updated_at FROM notifications "
+            "WHERE id = :id"), {"id": nid})).one()
+        at = await session.scalar(text(
+            "SELECT at FROM delivery_attempts WHERE notification_id = :id"), {"id": nid})
+    written_by_sqlalchemy = row.created_at
+    assert written_by_sqlalchemy == "2026-01-01 00:00:00.000000"  # the FakeClock's start
+    assert row.sent_at == row.next_attempt_at == row.updated_at == at == written_by_sqlalchemy
 
 
 async def test_blocked_user_falls_through_every_channel_to_a_manual_task(
