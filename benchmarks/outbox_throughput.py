@@ -31,6 +31,7 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from benchmarks.common import bench_database, print_result, rss_mb
+from bot.memory import freeze_startup_objects
 from database.engine import Database
 from database.models import DeliveryAttempt, Notification, User
 from services.alerts import Alerts
@@ -240,6 +241,7 @@ async def main(count: int, backlog: int, rss_seconds: float, rounds: int) -> Non
     async with bench_database() as (db, url):
         engine = db.dialect
         user_id = await _make_user(db)
+        freeze_startup_objects()  # as the bot does once it has started (bot/memory.py)
         print(f"engine={engine} count={count}: enqueueing", flush=True)
         enqueue_rate = await enqueue_all(db, user_id, count, "bench")
         await vacuum(db, "ANALYZE")

@@ -30,6 +30,7 @@ from aiohttp import web
 from bot.config import ConfigError, Settings
 from bot.delivery import Delivery, build_delivery
 from bot.i18n import build_i18n
+from bot.memory import freeze_startup_objects
 from bot.web import APP_KEY_CHECKS, build_web_app
 from bot.webhooks import register_webhooks
 from database.engine import Database
@@ -349,5 +350,6 @@ async def run(
     extra_routers: Sequence[Router] = (),
 ) -> None:
     app = await start(settings, clock=clock, extra_routers=extra_routers)
+    freeze_startup_objects()
     install_signal_handlers(app)
     await serve(app)
