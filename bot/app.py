@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -27,6 +27,7 @@ from aiogram.types import BotCommand
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
+from bot.closing import Step, close_all
 from bot.config import ConfigError, Settings
 from bot.delivery import Delivery, build_delivery
 from bot.i18n import build_i18n
@@ -195,7 +196,7 @@ async def start(
         await _set_commands(bot)
         await app.delivery.start()
     except BaseException:
-        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        steps: list[Step] = []
         if app is not None:
             if app.delivery is not None:
                 steps.append(("delivery", partial(app.delivery.stop, 0)))
@@ -310,7 +311,7 @@ async def shutdown(app: Application, polling: asyncio.Task[None] | None) -> None
     # After the handlers: what they enqueued on their way out is still delivered or left
     # pending for the next start, never half-sent. Each part is closed even if one before it
     # failed (a database outage during shutdown, say).
-    steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+    steps: list[Step] = []
     if app.delivery is not None:
         steps.append(("delivery", partial(app.delivery.stop, timeout)))
     if app.web_runner is not None:
@@ -322,14 +323,6 @@ async def shutdown(app: Application, polling: asyncio.Task[None] | None) -> None
     ]
     await close_all(steps)
     log.info("stopped")
-
-
-async def close_all(steps: list[tuple[str, Callable[[], Awaitable[object]]]]) -> None:
-    for name, close in steps:
-        try:
-            await close()
-        except Exception:
-            log.exception("could not close the %s cleanly", name)
 
 
 def install_signal_handlers(app: Application) -> None:

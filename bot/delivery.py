@@ -9,7 +9,6 @@ the database lease "dispatcher"; the others only enqueue.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -17,6 +16,7 @@ from typing import Any
 
 from aiogram import Bot
 
+from bot.closing import Step, close_all
 from bot.config import Settings
 from bot.telegram_pacing import PacingMiddleware
 from database.engine import Database
@@ -58,7 +58,7 @@ class Delivery:
 
     async def stop(self, timeout: float) -> None:
         """Stop claiming and sweeping; finish or release what is in hand; close connections."""
-        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        steps: list[Step] = []
         if "scheduler" in self._started:
             steps.append(("scheduler", partial(self.scheduler.shutdown, timeout)))
         if "dispatcher" in self._started:
@@ -67,11 +67,7 @@ class Delivery:
         steps += [(f"{name} channel", channel.close) for name, channel in self.channels.items()]
         if self.redis is not None:
             steps.append(("Redis connection", self.redis.aclose))
-        for name, close in steps:
-            try:
-                await close()
-            except Exception:
-                log.exception("could not stop the %s cleanly", name)
+        await close_all(steps)
 
     async def health(self) -> dict[str, object]:
         """The outbox as /health shows it: degraded when due work waits or letters are dead."""
