@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import random
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Select, event, text
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -36,6 +38,8 @@ T = TypeVar("T")
 # PostgreSQL SQLSTATEs worth a retry: serialization failure, deadlock, connection trouble.
 _TRANSIENT_SQLSTATES = {"40001", "40P01", "08000", "08003", "08006", "57P01", "57P02", "57P03"}
 _SQLITE_TRANSIENT = ("database is locked", "database table is locked")
+# Execution option marking a connection that only reads (see Database.read).
+_READ_ONLY = "service_desk_read_only"
 
 
 class ConnectionLost(Exception):
@@ -47,6 +51,8 @@ def is_transient(exc: BaseException) -> bool:
     """True for database errors that a fresh attempt can be expected to get past."""
     if isinstance(exc, ConnectionLost):
         return True
+    if isinstance(exc, sqlite3.OperationalError):  # from statements sent below SQLAlchemy
+        return any(marker in str(exc) for marker in _SQLITE_TRANSIENT)
     if not isinstance(exc, DBAPIError):
         # The driver's own errors, from statements sent below SQLAlchemy.
         return getattr(exc, "sqlstate", None) in _TRANSIENT_SQLSTATES
@@ -98,6 +104,30 @@ async def driver(connection: AsyncConnection) -> AsyncIterator[Any]:
             raise
         await connection.invalidate(exc)
         raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
+
+
+class DriverQuery:
+    """A one-row read written once with SQLAlchemy and sent straight to the driver
+    (`Database.fetch_one`), compiled once per engine.
+
+    For the read every update makes (the user behind it): SQLAlchemy's statement handling
+    costs several times the query itself there. Rows come back as the driver gives them, with
+    no type processing: select plain columns (SQLite gives 0/1 for booleans).
+    """
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+        self._compiled: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+    def for_dialect(self, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
+        """The driver's SQL for this engine and the order of its parameters' names."""
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            statement = self.statement.compile(dialect=dialect)
+            compiled = self._compiled[dialect.name] = (
+                str(statement), tuple(statement.positiontup or ())
+            )
+        return compiled
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -154,7 +184,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Reads (Database.read) begin deferred: in WAL mode they read beside the writer.
+        deferred = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -170,6 +202,9 @@ class Database:
         self.attempts = attempts
         self._writer_turn = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self._commit_hooks: dict[str, list[Callable[[], None]]] = {}
+        # Told the SQL of each statement sent below SQLAlchemy (fetch_one), which SQLAlchemy's
+        # engine events never see: how tests and benchmarks count every statement.
+        self.driver_statement_listeners: list[Callable[[str], None]] = []
         event.listen(session_class, "after_commit", self._after_commit)
         event.listen(session_class, "after_rollback", self._after_rollback)
 
@@ -212,11 +247,60 @@ class Database:
 
     async def run(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run `work` as one unit of work, retrying it whole on transient database errors."""
-        async for attempt in self._retrying():
-            with attempt:
-                async with self.transaction() as session:
+
+        async def once() -> T:
+            async with self.transaction() as session:
+                return await work(session)
+
+        return await self._retried(once)
+
+    async def read(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run `work`, which only reads, without taking the writer's turn; retried as `run` is.
+
+        SQLite: a deferred transaction, which in WAL mode reads beside a writer instead of
+        queueing behind it. PostgreSQL: autocommit, so a one-query read is one round trip (no
+        BEGIN and COMMIT); each statement sees what was committed when it started. Nothing is
+        committed: on SQLite a write would be rolled back, so `work` must not write.
+        """
+
+        async def once() -> T:
+            async with self.engine.connect() as connection:
+                if self._writer_turn is not None:
+                    await connection.execution_options(**{_READ_ONLY: True})
+                else:
+                    await connection.execution_options(isolation_level="AUTOCOMMIT")
+                async with self.sessionmaker(bind=connection, autoflush=False) as session:
                     return await work(session)
-        raise AssertionError("unreachable: tenacity reraises the last error")
+
+        return await self._retried(once)
+
+    async def fetch_one(self, query: DriverQuery, **params: Any) -> Sequence[Any] | None:
+        """The first row of a read sent straight to the driver, or None; retried as `run` is.
+
+        Takes no writer's turn and opens no transaction: one statement, on SQLite in WAL mode
+        beside any writer, on PostgreSQL in autocommit.
+        """
+        sql, names = query.for_dialect(self.engine.dialect)
+        values = tuple(params[name] for name in names)
+
+        async def once() -> Sequence[Any] | None:
+            for listener in self.driver_statement_listeners:
+                listener(sql)
+            async with self.engine.connect() as connection:
+                if self._writer_turn is None:
+                    connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                    async with driver(connection) as pg:
+                        row: Sequence[Any] | None = await pg.fetchrow(sql, *values)
+                        return row
+                raw: Any = (await connection.get_raw_connection()).driver_connection
+                cursor = await raw.execute(sql, values)
+                try:
+                    found: Sequence[Any] | None = await cursor.fetchone()
+                    return found
+                finally:
+                    await cursor.close()
+
+        return await self._retried(once)
 
     async def run_statement(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Run `work`, a single statement, on a connection; retried as `run` is.
@@ -227,14 +311,34 @@ class Database:
         for SQLAlchemy-managed transactions (BEGIN IMMEDIATE), and switching them to
         autocommit and back would undo that.
         """
+
+        async def once() -> T:
+            if self._writer_turn is not None:
+                async with self._writer_turn, self.engine.begin() as connection:
+                    return await work(connection)
+            async with self.engine.connect() as connection:
+                connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                return await work(connection)
+
+        return await self._retried(once)
+
+    async def _retried(self, once: Callable[[], Awaitable[T]]) -> T:
+        """`once()`, run again on transient errors, up to `attempts` times in all.
+
+        The first try is a plain call: tenacity is set up only after a transient failure.
+        On every unit of work it would cost more than a one-row read, and the reference
+        cycles it leaves behind make the garbage collector run every few updates.
+        """
+        try:
+            return await once()
+        except Exception as exc:
+            if self.attempts < 2 or not is_transient(exc):
+                raise
+            self._log_retry(1, exc)
+        await asyncio.sleep(random.uniform(0, 0.1))  # as tenacity's first wait would
         async for attempt in self._retrying():
             with attempt:
-                if self._writer_turn is not None:
-                    async with self._writer_turn, self.engine.begin() as connection:
-                        return await work(connection)
-                async with self.engine.connect() as connection:
-                    connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
-                    return await work(connection)
+                return await once()
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     def _turn(self) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -242,16 +346,24 @@ class Database:
         return self._writer_turn if self._writer_turn is not None else contextlib.nullcontext()
 
     def _retrying(self) -> AsyncRetrying:
+        """The tries after the first failed one: `attempts - 1` more, waiting a little first."""
         return AsyncRetrying(
             retry=retry_if_exception(is_transient),
-            stop=stop_after_attempt(self.attempts),
+            stop=stop_after_attempt(self.attempts - 1),
             wait=wait_random_exponential(multiplier=0.05, max=1.0),
             reraise=True,
-            before_sleep=lambda state: log.warning(
-                "transient database error, retrying unit of work (attempt %d): %s",
-                state.attempt_number,
-                type(state.outcome.exception()).__name__ if state.outcome else "?",
+            before_sleep=lambda state: self._log_retry(
+                state.attempt_number + 1,
+                state.outcome.exception() if state.outcome else None,
             ),
+        )
+
+    @staticmethod
+    def _log_retry(failed_attempt: int, exc: BaseException | None) -> None:
+        log.warning(
+            "transient database error, retrying unit of work (attempt %d): %s",
+            failed_attempt,
+            type(exc).__name__ if exc is not None else "?",
         )
 
     async def ping(self) -> bool:

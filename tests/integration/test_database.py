@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Integer, text
 from sqlalchemy.exc import IntegrityError
 
 from database.engine import Database
@@ -81,3 +81,93 @@ async def test_connections_the_server_closed_are_replaced_at_checkout(postgres_u
             assert await db.run(lambda s: s.scalar(text("SELECT 2"))) == 2
     finally:
         await db.dispose()
+
+
+async def test_a_read_does_not_wait_for_a_writer_in_progress(db: Database) -> None:
+    """On SQLite a unit of work holds the writer's turn until it commits; a read goes past it
+    (WAL) and sees the last committed state, not the writer's uncommitted change."""
+    await db.run(lambda s: s.execute(text("CREATE TABLE scratch (id INTEGER PRIMARY KEY)")))
+    writing, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_writer(session) -> None:
+        await session.execute(text("INSERT INTO scratch (id) VALUES (1)"))
+        writing.set()
+        await release.wait()
+
+    writer = asyncio.create_task(db.run(slow_writer))
+    try:
+        await asyncio.wait_for(writing.wait(), 10)
+        seen = await asyncio.wait_for(
+            db.read(lambda s: s.scalar(text("SELECT count(*) FROM scratch"))), 10
+        )
+        assert seen == 0
+        release.set()
+        await writer
+        assert await db.read(lambda s: s.scalar(text("SELECT count(*) FROM scratch"))) == 1
+    finally:
+        release.set()
+        await asyncio.gather(writer, return_exceptions=True)
+        await db.run_statement(lambda c: c.execute(text("DROP TABLE scratch")))
+
+
+async def test_a_read_is_retried_like_a_unit_of_work(postgres_url: str) -> None:
+    """A read on a connection the server closed runs again on a fresh one."""
+    db = Database.from_url(postgres_url)
+    try:
+        assert await db.read(lambda s: s.scalar(text("SELECT 1"))) == 1
+        await _admin(postgres_url, TERMINATE_OTHERS.format(name=db.engine.url.database))
+        assert await db.read(lambda s: s.scalar(text("SELECT 6 * 7"))) == 42
+    finally:
+        await db.dispose()
+
+
+async def test_a_permanent_error_is_not_retried(db: Database) -> None:
+    calls = 0
+
+    async def broken(session) -> None:
+        nonlocal calls
+        calls += 1
+        await session.execute(text("SELECT * FROM no_such_table"))
+
+    with pytest.raises(Exception, match="no_such_table"):
+        await db.run(broken)
+    assert calls == 1
+
+
+async def test_fetch_one_reads_a_row_straight_from_the_driver_and_survives_a_restart(
+    postgres_url: str,
+) -> None:
+    from sqlalchemy import bindparam, literal_column, select
+
+    from database.engine import DriverQuery
+
+    query = DriverQuery(select(literal_column("41") + bindparam("n", type_=Integer)))
+    db = Database.from_url(postgres_url)
+    try:
+        assert tuple(await db.fetch_one(query, n=1)) == (42,)
+        await _admin(postgres_url, TERMINATE_OTHERS.format(name=db.engine.url.database))
+        assert tuple(await db.fetch_one(query, n=2)) == (43,)
+    finally:
+        await db.dispose()
+
+
+async def test_fetch_one_on_both_engines_returns_none_when_nothing_matches(db: Database) -> None:
+    from sqlalchemy import bindparam, select
+
+    from database.engine import DriverQuery
+    from database.models import User
+
+    query = DriverQuery(select(User.id).where(User.telegram_id == bindparam("telegram_id")))
+    heard: list[str] = []
+    db.driver_statement_listeners.append(heard.append)
+    assert await db.fetch_one(query, telegram_id=123) is None
+    assert len(heard) == 1 and heard[0].startswith("SELECT users.id")
+
+
+def test_sqlite_busy_from_the_driver_counts_as_transient() -> None:
+    import sqlite3
+
+    from database.engine import is_transient
+
+    assert is_transient(sqlite3.OperationalError("database is locked"))
+    assert not is_transient(sqlite3.OperationalError("no such table: users"))
