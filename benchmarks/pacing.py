@@ -33,10 +33,11 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramRetryAfter
 
-from bot.telegram_pacing import DEFAULT_CHAT_MARGIN, DEFAULT_MARGIN, PacingMiddleware
+from bot.telegram_pacing import PacingMiddleware
 from services.clock import SystemClock
 from services.notifications.pacing import MemoryRateLimiter, RateLimiter
 from services.notifications.pacing_redis import RedisRateLimiter
+from services.notifications.pacing_telegram import DEFAULT_CHAT_MARGIN, DEFAULT_MARGIN
 from tests.fakes.telegram import TEST_TOKEN, FakeTelegram
 
 TELEGRAM_RATE = 30.0  # messages per second overall

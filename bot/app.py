@@ -31,18 +31,21 @@ from bot.closing import Step, close_all
 from bot.config import ConfigError, Settings
 from bot.delivery import Delivery, build_delivery
 from bot.i18n import build_i18n
-from bot.memory import freeze_startup_objects
+from bot.memory import freeze_startup_objects, keep_response_models
 from bot.web import APP_KEY_CHECKS, build_web_app
 from bot.webhooks import register_webhooks
 from database.engine import Database
 from database.migrate import upgrade
 from handlers import get_routers
-from middlewares.database import DatabaseMiddleware
+from handlers.buttons import pack_action
 from middlewares.i18n import UserLanguageMiddleware
 from middlewares.inflight import InFlightMiddleware
 from middlewares.throttling import FloodGate, ThrottlingMiddleware
 from middlewares.user import LanguageCache, UserMiddleware
 from services.clock import Clock, SystemClock
+from services.contacts import Profiles
+from services.notifications.dead_letters import DeadLetters
+from services.users import Users
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +117,21 @@ def build_dispatcher(
     *,
     extra_routers: Sequence[Router] = (),
 ) -> tuple[Dispatcher, InFlightMiddleware]:
+    """The Dispatcher with its middlewares, fresh routers, and the services handlers ask for by
+    name (aiogram's dependency injection: `users`, `profiles`, `dead_letters`, `clock`,
+    `settings`). Handlers reach the database only through those services."""
     i18n = build_i18n(settings.default_language)
-    dp = Dispatcher(storage=build_storage(settings), clock=clock, settings=settings)
+    users = Users(
+        db, clock, default_language=settings.default_language, admin_ids=settings.admin_ids
+    )
+    dp = Dispatcher(
+        storage=build_storage(settings),
+        clock=clock,
+        settings=settings,
+        users=users,
+        profiles=Profiles(db, clock),
+        dead_letters=DeadLetters(db, clock),
+    )
     languages = LanguageCache()
     inflight = InFlightMiddleware()
     # Outer update middlewares run in this order, after aiogram's own (errors, user context).
@@ -128,16 +144,7 @@ def build_dispatcher(
             settings.default_language,
         )
     )
-    dp.update.outer_middleware(DatabaseMiddleware(db))
-    dp.update.outer_middleware(
-        UserMiddleware(
-            db,
-            clock,
-            default_language=settings.default_language,
-            admin_ids=frozenset(settings.admin_ids),
-            languages=languages,
-        )
-    )
+    dp.update.outer_middleware(UserMiddleware(users, languages))
     UserLanguageMiddleware(i18n, settings.default_language).setup(dp)
     dp.include_routers(*extra_routers, *get_routers())
     return dp, inflight
@@ -190,7 +197,8 @@ async def start(
         app = Application(settings, db, bot, dispatcher, inflight, clock)
         web_app = await _start_web(app)
         app.delivery = build_delivery(
-            settings, db, bot, clock, public_base_url=app.public_base_url
+            settings, db, bot, clock, public_base_url=app.public_base_url,
+            pack_action=pack_action,
         )
         web_app[APP_KEY_CHECKS]["outbox"] = app.delivery.health
         await _set_commands(bot)
@@ -343,6 +351,7 @@ async def run(
     extra_routers: Sequence[Router] = (),
 ) -> None:
     app = await start(settings, clock=clock, extra_routers=extra_routers)
+    keep_response_models()
     freeze_startup_objects()
     install_signal_handlers(app)
     await serve(app)

@@ -9,6 +9,7 @@ the database lease "dispatcher"; the others only enqueue.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -20,6 +21,7 @@ from bot.closing import Step, close_all
 from bot.config import Settings
 from bot.telegram_pacing import PacingMiddleware
 from database.engine import Database
+from services.actions import Action
 from services.alerts import Alerts
 from services.clock import Clock
 from services.notifications import outbox
@@ -85,8 +87,16 @@ class Delivery:
 
 
 def build_delivery(
-    settings: Settings, db: Database, bot: Bot, clock: Clock, *, public_base_url: str
+    settings: Settings,
+    db: Database,
+    bot: Bot,
+    clock: Clock,
+    *,
+    public_base_url: str,
+    pack_action: Callable[[Action], str],
 ) -> Delivery:
+    """`pack_action` turns a notification button's action into Telegram callback data (the
+    handlers' packing, beside the code that decodes it)."""
     redis = None
     limiter: RateLimiter
     if settings.redis_url:
@@ -113,7 +123,7 @@ def build_delivery(
     )
 
     channels: dict[str, Channel] = {
-        ChannelName.TELEGRAM: TelegramChannel(bot),
+        ChannelName.TELEGRAM: TelegramChannel(bot, pack_action=pack_action),
         ChannelName.WHATSAPP: WhatsAppChannel(
             token=settings.whatsapp_token or "",
             phone_number_ids=list(settings.whatsapp_phone_number_ids),

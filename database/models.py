@@ -146,6 +146,9 @@ class Notification(Base):
     last_error_text: Mapped[str | None] = mapped_column(Text)
     provider_message_id: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When an admin last sent this dead letter again: its age budget (NOTIFICATION_MAX_AGE)
+    # counts from here, or from created_at when it was never restarted.
+    restarted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

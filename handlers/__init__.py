@@ -1,17 +1,14 @@
-"""aiogram routers, thin: parse the update, call a service, answer."""
+"""aiogram routers, thin: parse the update, call a service, answer.
+
+Every module builds its router afresh in `setup()`, so a process (a test) can build as many
+Dispatchers as it likes.
+"""
 
 from aiogram import Router
 
-from handlers import common, errors, profile, start
-from handlers.admin import notifications as admin_notifications
+from handlers import admin, common, errors, profile, start
 
 
 def get_routers() -> list[Router]:
     """The production routers, in the order they are tried. The catch-all comes last."""
-    return [
-        errors.router,
-        start.router,
-        profile.router,
-        admin_notifications.router,
-        common.router,
-    ]
+    return [errors.setup(), start.setup(), profile.setup(), admin.setup(), common.setup()]

@@ -7,8 +7,6 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 from aiogram.utils.i18n import gettext as _
 
-router = Router(name="common")
-
 
 def help_text() -> str:
     return "\n".join(
@@ -22,17 +20,23 @@ def help_text() -> str:
     )
 
 
-@router.message(Command("help"))
 async def show_help(message: Message) -> None:
     await message.answer(help_text())
 
 
-@router.message()
 async def fallback(message: Message) -> None:
     await message.answer(_("I did not understand that. Send /help to see what I can do."))
 
 
-@router.callback_query()
 async def stale_button(query: CallbackQuery) -> None:
     """A button from an old message, or data we never issued."""
     await query.answer(_("This button is no longer valid."), show_alert=True)
+
+
+def setup() -> Router:
+    """The catch-alls: this router must come last."""
+    router = Router(name="common")
+    router.message.register(show_help, Command("help"))
+    router.message.register(fallback)
+    router.callback_query.register(stale_button)
+    return router

@@ -11,7 +11,6 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import ErrorEvent
 from aiogram.utils.i18n import gettext as _
 
-router = Router(name="errors")
 log = logging.getLogger(__name__)
 
 
@@ -21,7 +20,6 @@ def new_support_code() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
-@router.errors()
 async def on_error(event: ErrorEvent) -> bool:
     code = new_support_code()
     update = event.update
@@ -43,3 +41,9 @@ async def on_error(event: ErrorEvent) -> bool:
     except TelegramAPIError as exc:
         log.warning("could not tell the user about error %s: %s", code, exc)
     return True
+
+
+def setup() -> Router:
+    router = Router(name="errors")
+    router.errors.register(on_error)
+    return router

@@ -28,16 +28,13 @@ from aiogram.types import (
     ReplyKeyboardRemove,
 )
 from aiogram.utils.i18n import gettext as _
-from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from database.engine import Database
+from handlers.filters import magic
+from handlers.keyboards import one_per_row
 from services import contacts
-from services.clock import Clock
-from services.contacts import CHOOSABLE_CHANNELS, ContactView
+from services.contacts import CHOOSABLE_CHANNELS, ContactView, Profiles
 from services.users import UserView
 
-router = Router(name="profile")
-router.message.filter(F.chat.type == ChatType.PRIVATE)
 log = logging.getLogger(__name__)
 
 
@@ -101,20 +98,22 @@ def profile_text(view: ContactView) -> str:
 
 
 def profile_keyboard(view: ContactView) -> InlineKeyboardMarkup:
-    builder = InlineKeyboardBuilder()
-    builder.button(text=_("Share my phone"), callback_data=ProfileAction(action="phone"))
-    builder.button(text=_("Set e-mail"), callback_data=ProfileAction(action="email"))
+    buttons: list[tuple[str, CallbackData]] = [
+        (_("Share my phone"), ProfileAction(action="phone")),
+        (_("Set e-mail"), ProfileAction(action="email")),
+    ]
     if view.email:
-        builder.button(text=_("Clear e-mail"), callback_data=ProfileAction(action="clear"))
-    builder.button(text=_("Channel order"), callback_data=ProfileAction(action="order"))
-    for channel in view.channel_order:
-        if channel in view.opt_outs:
-            builder.button(
-                text=_("Opt in again: {channel}").format(channel=channel_label(channel)),
-                callback_data=ProfileAction(action="optin", channel=channel),
-            )
-    builder.adjust(1)
-    return builder.as_markup()
+        buttons.append((_("Clear e-mail"), ProfileAction(action="clear")))
+    buttons.append((_("Channel order"), ProfileAction(action="order")))
+    buttons += [
+        (
+            _("Opt in again: {channel}").format(channel=channel_label(channel)),
+            ProfileAction(action="optin", channel=channel),
+        )
+        for channel in view.channel_order
+        if channel in view.opt_outs
+    ]
+    return one_per_row(buttons)
 
 
 def order_text(view: ContactView) -> str:
@@ -129,16 +128,16 @@ def order_text(view: ContactView) -> str:
 
 
 def order_keyboard(view: ContactView) -> InlineKeyboardMarkup:
-    builder = InlineKeyboardBuilder()
     seen = encode_order(view.channel_order)
-    for channel in view.channel_order[1:]:
-        builder.button(
-            text=_("Move up: {channel}").format(channel=channel_label(channel)),
-            callback_data=OrderMove(channel=channel, seen=seen),
+    buttons: list[tuple[str, CallbackData]] = [
+        (
+            _("Move up: {channel}").format(channel=channel_label(channel)),
+            OrderMove(channel=channel, seen=seen),
         )
-    builder.button(text=_("Back"), callback_data=ProfileAction(action="show"))
-    builder.adjust(1)
-    return builder.as_markup()
+        for channel in view.channel_order[1:]
+    ]
+    buttons.append((_("Back"), ProfileAction(action="show")))
+    return one_per_row(buttons)
 
 
 def contact_keyboard() -> ReplyKeyboardMarkup:
@@ -176,22 +175,21 @@ async def _leave_profile_state(state: FSMContext) -> None:
 # ---------------------------------------------------------------------------------- handlers
 
 
-@router.message(Command("profile"))
-async def show_profile(message: Message, user: UserView, db: Database, state: FSMContext) -> None:
+async def show_profile(
+    message: Message, user: UserView, profiles: Profiles, state: FSMContext
+) -> None:
     await _leave_profile_state(state)
-    view = await db.run(lambda s: contacts.profile(s, user.id))
+    view = await profiles.show(user.id)
     await message.answer(profile_text(view), reply_markup=profile_keyboard(view))
 
 
-@router.message(StateFilter(ProfileStates), Command("cancel"))
 async def cancel(message: Message, state: FSMContext) -> None:
     await state.clear()
     await message.answer(_("Cancelled: nothing was changed."), reply_markup=ReplyKeyboardRemove())
 
 
-@router.message(F.contact, StateFilter(None, ProfileStates))
 async def contact_shared(
-    message: Message, user: UserView, db: Database, clock: Clock, state: FSMContext
+    message: Message, user: UserView, profiles: Profiles, state: FSMContext
 ) -> None:
     contact = message.contact
     assert contact is not None and message.from_user is not None  # the filter and private chat
@@ -204,17 +202,8 @@ async def contact_shared(
             )
         )
         return
-
-    async def save(session: object) -> ContactView:
-        return await contacts.set_phone(
-            session,  # type: ignore[arg-type]
-            user_id=user.id,
-            phone=contact.phone_number,
-            now=clock.now(),
-        )
-
     try:
-        view = await db.run(save)
+        view = await profiles.set_phone(user.id, contact.phone_number)
     except contacts.PhoneTaken:
         text = _(
             "This phone number is already on another account. If it is yours, please contact "
@@ -233,7 +222,6 @@ async def contact_shared(
     await message.answer(text, reply_markup=ReplyKeyboardRemove())
 
 
-@router.message(ProfileStates.phone, F.text, ~F.text.startswith("/"))
 async def phone_typed(message: Message) -> None:
     """A typed number could be anyone's: only the contact button proves it is theirs."""
     await message.answer(
@@ -242,22 +230,11 @@ async def phone_typed(message: Message) -> None:
     )
 
 
-@router.message(ProfileStates.email, F.text, ~F.text.startswith("/"))
 async def email_typed(
-    message: Message, user: UserView, db: Database, clock: Clock, state: FSMContext
+    message: Message, user: UserView, profiles: Profiles, state: FSMContext
 ) -> None:
-    address = message.text or ""
-
-    async def save(session: object) -> ContactView:
-        return await contacts.set_email(
-            session,  # type: ignore[arg-type]
-            user_id=user.id,
-            email=address,
-            now=clock.now(),
-        )
-
     try:
-        view = await db.run(save)
+        view = await profiles.set_email(user.id, message.text or "")
     except contacts.InvalidEmail:
         # The state is kept: their next message is another try.
         await message.answer(
@@ -274,14 +251,12 @@ async def email_typed(
     )
 
 
-@router.callback_query(ProfileAction.filter(F.action == "show"))
-async def back_to_profile(query: CallbackQuery, user: UserView, db: Database) -> None:
-    view = await db.run(lambda s: contacts.profile(s, user.id))
+async def back_to_profile(query: CallbackQuery, user: UserView, profiles: Profiles) -> None:
+    view = await profiles.show(user.id)
     await query.answer()
     await _show(query, profile_text(view), profile_keyboard(view))
 
 
-@router.callback_query(ProfileAction.filter(F.action == "phone"))
 async def ask_phone(query: CallbackQuery, state: FSMContext) -> None:
     await state.set_state(ProfileStates.phone)
     await query.answer()
@@ -295,7 +270,6 @@ async def ask_phone(query: CallbackQuery, state: FSMContext) -> None:
     )
 
 
-@router.callback_query(ProfileAction.filter(F.action == "email"))
 async def ask_email(query: CallbackQuery, state: FSMContext) -> None:
     await state.set_state(ProfileStates.email)
     await query.answer()
@@ -305,66 +279,40 @@ async def ask_email(query: CallbackQuery, state: FSMContext) -> None:
     )
 
 
-@router.callback_query(ProfileAction.filter(F.action == "clear"))
-async def clear_email(query: CallbackQuery, user: UserView, db: Database, clock: Clock) -> None:
-    view = await db.run(lambda s: contacts.clear_email(s, user_id=user.id, now=clock.now()))
+async def clear_email(query: CallbackQuery, user: UserView, profiles: Profiles) -> None:
+    view = await profiles.clear_email(user.id)
     await query.answer(_("E-mail address removed."))
     await _show(query, profile_text(view), profile_keyboard(view))
 
 
-@router.callback_query(ProfileAction.filter(F.action == "order"))
-async def show_order(query: CallbackQuery, user: UserView, db: Database) -> None:
-    view = await db.run(lambda s: contacts.profile(s, user.id))
+async def show_order(query: CallbackQuery, user: UserView, profiles: Profiles) -> None:
+    view = await profiles.show(user.id)
     await query.answer()
     await _show(query, order_text(view), order_keyboard(view))
 
 
-@router.callback_query(ProfileAction.filter(F.action == "optin"))
 async def opt_in(
-    query: CallbackQuery, callback_data: ProfileAction, user: UserView, db: Database, clock: Clock
+    query: CallbackQuery, callback_data: ProfileAction, user: UserView, profiles: Profiles
 ) -> None:
-    async def work(session: object) -> tuple[bool, ContactView]:
-        changed = await contacts.opt_in(
-            session,  # type: ignore[arg-type]
-            user_id=user.id,
-            channel=callback_data.channel,
-            now=clock.now(),
-            reason="profile",
-        )
-        return changed, await contacts.profile(session, user.id)  # type: ignore[arg-type]
-
     try:
-        changed, view = await db.run(work)
-    except contacts.UnknownChannel:
-        changed = False
-    if not changed:  # forged, or pressed twice: they were not opted out of it
-        await _stale(query)
+        view = await profiles.opt_in(user.id, callback_data.channel)
+    except (contacts.UnknownChannel, contacts.NotOptedOut):
+        await _stale(query)  # forged, or pressed twice: they were not opted out of it
         return
     label = channel_label(callback_data.channel)
     await query.answer(_("I will use {channel} again.").format(channel=label))
     await _show(query, profile_text(view), profile_keyboard(view))
 
 
-@router.callback_query(OrderMove.filter())
 async def move_up(
-    query: CallbackQuery, callback_data: OrderMove, user: UserView, db: Database, clock: Clock
+    query: CallbackQuery, callback_data: OrderMove, user: UserView, profiles: Profiles
 ) -> None:
     seen = decode_order(callback_data.seen)
     if seen is None:
         await _stale(query)
         return
-
-    async def work(session: object) -> ContactView:
-        return await contacts.move_channel_up(
-            session,  # type: ignore[arg-type]
-            user_id=user.id,
-            channel=callback_data.channel,
-            seen_order=seen,
-            now=clock.now(),
-        )
-
     try:
-        view = await db.run(work)
+        view = await profiles.move_channel_up(user.id, callback_data.channel, seen)
     except (contacts.StaleChannelOrder, contacts.InvalidChannelOrder):
         await _stale(query)
         return
@@ -372,7 +320,29 @@ async def move_up(
     await _show(query, order_text(view), order_keyboard(view))
 
 
-@router.callback_query(ProfileAction.filter())
 async def unknown_action(query: CallbackQuery) -> None:
     """Forged data under our prefix: say so, change nothing."""
     await _stale(query)
+
+
+def setup() -> Router:
+    router = Router(name="profile")
+    # Private chats only, so a phone number is never shown in a group.
+    router.message.filter(magic(F.chat.type == ChatType.PRIVATE))
+    typed = magic(F.text, ~F.text.startswith("/"))
+    messages = router.message
+    messages.register(show_profile, Command("profile"))
+    messages.register(cancel, StateFilter(ProfileStates), Command("cancel"))
+    messages.register(contact_shared, StateFilter(None, ProfileStates), magic(F.contact))
+    messages.register(phone_typed, StateFilter(ProfileStates.phone), typed)
+    messages.register(email_typed, StateFilter(ProfileStates.email), typed)
+    buttons = router.callback_query
+    buttons.register(back_to_profile, ProfileAction.filter(F.action == "show"))
+    buttons.register(ask_phone, ProfileAction.filter(F.action == "phone"))
+    buttons.register(ask_email, ProfileAction.filter(F.action == "email"))
+    buttons.register(clear_email, ProfileAction.filter(F.action == "clear"))
+    buttons.register(show_order, ProfileAction.filter(F.action == "order"))
+    buttons.register(opt_in, ProfileAction.filter(F.action == "optin"))
+    buttons.register(move_up, OrderMove.filter())
+    buttons.register(unknown_action, ProfileAction.filter())
+    return router

@@ -10,16 +10,10 @@ from aiogram.types import CallbackQuery, Message
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 
-from database.engine import Database
 from handlers.keyboards import LANGUAGE_NAMES, LanguageChoice, language_keyboard
-from services import users
-from services.clock import Clock
-from services.users import UserView
-
-router = Router(name="start")
+from services.users import Users, UserView
 
 
-@router.message(CommandStart())
 async def start(message: Message, user: UserView) -> None:
     name = escape(user.display_name or "")
     if not user.language_chosen:
@@ -35,40 +29,35 @@ async def start(message: Message, user: UserView) -> None:
     )
 
 
-@router.message(Command("language"))
 async def ask_language(message: Message) -> None:
     await message.answer(_("Choose your language:"), reply_markup=language_keyboard())
 
 
-@router.callback_query(LanguageChoice.filter(F.code.in_(LANGUAGE_NAMES)))
 async def choose_language(
-    query: CallbackQuery,
-    callback_data: LanguageChoice,
-    user: UserView,
-    db: Database,
-    clock: Clock,
-    i18n: I18n,
+    query: CallbackQuery, callback_data: LanguageChoice, user: UserView, users: Users, i18n: I18n
 ) -> None:
-    async def save(session: object) -> UserView:
-        return await users.set_language(
-            session,  # type: ignore[arg-type]
-            user_id=user.id,
-            language=callback_data.code,
-            now=clock.now(),
-        )
-
-    updated = await db.run(save)
+    updated = await users.set_language(user.id, callback_data.code)
     # The rest of this update speaks the new language.
     with i18n.use_locale(updated.language):
         text = _("Welcome! I will speak English with you.\nSend /help to see what I can do.")
         await query.answer()
-        if query.message is not None:
-            await query.message.edit_text(text)  # type: ignore[union-attr]
+        if isinstance(query.message, Message):
+            await query.message.edit_text(text)
         else:
             await query.bot.send_message(query.from_user.id, text)  # type: ignore[union-attr]
 
 
-@router.callback_query(LanguageChoice.filter())
 async def unknown_language(query: CallbackQuery) -> None:
     """Forged or stale data (a language we do not offer): say so, change nothing."""
     await query.answer(_("This button is no longer valid."), show_alert=True)
+
+
+def setup() -> Router:
+    router = Router(name="start")
+    router.message.register(start, CommandStart())
+    router.message.register(ask_language, Command("language"))
+    router.callback_query.register(
+        choose_language, LanguageChoice.filter(F.code.in_(LANGUAGE_NAMES))
+    )
+    router.callback_query.register(unknown_language, LanguageChoice.filter())
+    return router

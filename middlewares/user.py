@@ -10,9 +10,7 @@ from aiogram import BaseMiddleware
 from aiogram.types import TelegramObject
 from aiogram.types import User as TelegramUser
 
-from database.engine import Database
-from services import users
-from services.clock import Clock
+from services.users import Users
 
 
 class LanguageCache:
@@ -34,19 +32,8 @@ class LanguageCache:
 
 
 class UserMiddleware(BaseMiddleware):
-    def __init__(
-        self,
-        db: Database,
-        clock: Clock,
-        *,
-        default_language: str,
-        admin_ids: frozenset[int],
-        languages: LanguageCache,
-    ) -> None:
-        self.db = db
-        self.clock = clock
-        self.default_language = default_language
-        self.admin_ids = admin_ids
+    def __init__(self, users: Users, languages: LanguageCache) -> None:
+        self.users = users
         self.languages = languages
 
     async def __call__(
@@ -58,19 +45,11 @@ class UserMiddleware(BaseMiddleware):
         from_user: TelegramUser | None = data.get("event_from_user")
         if from_user is None or from_user.is_bot:
             return await handler(event, data)
-
-        async def load(session: Any) -> users.UserView:
-            return await users.ensure_telegram_user(
-                session,
-                telegram_id=from_user.id,
-                display_name=from_user.full_name,
-                client_language=from_user.language_code,
-                default_language=self.default_language,
-                admin=from_user.id in self.admin_ids,
-                now=self.clock.now(),
-            )
-
-        user = await self.db.run(load)
+        user = await self.users.ensure(
+            telegram_id=from_user.id,
+            display_name=from_user.full_name,
+            client_language=from_user.language_code,
+        )
         self.languages.put(from_user.id, user.language)
         data["user"] = user
         return await handler(event, data)

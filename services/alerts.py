@@ -2,7 +2,8 @@
 
 Every "tell the admins" goes through `Alerts.alert`: deduplicated by key within a window, and
 delivered through the outbox to every admin on a channel chain that never ends in a manual task.
-An alert that cannot be delivered is logged loudly by the dispatcher, never alerted about.
+An alert that cannot be delivered is logged loudly (notifications.dead_letters), never alerted
+about.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import enum
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -54,13 +56,14 @@ class Alerts:
         severity: Severity | str,
         text: str,
         now: datetime,
-        button: dict[str, str] | None = None,
+        button: dict[str, Any] | None = None,
     ) -> bool:
         """Tell every admin, unless the same key was alerted within the window.
 
         Returns True when the alert was enqueued, False when it was deduplicated. Runs in the
         caller's unit of work: the alert leaves only if the caller's change commits.
-        `button` is {"text": ..., "callback_data": ...} for an action the admin can take.
+        `button` is an action the admin can take from the alert, as
+        `services.actions.Action.as_payload(text)` makes it.
         """
         severity = Severity(severity)
         record = await session.get(AlertRecord, key, with_for_update=True)

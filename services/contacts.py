@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.engine import Database, DriverQuery
 from database.models import User
 from services import audit
+from services.clock import Clock
 from services.notifications.channels.base import DEFAULT_ORDER, ChannelName
 
 # The channels a person can put in order or opt out of; "manual" (a task for an admin) is the
@@ -60,6 +62,14 @@ class InvalidChannelOrder(ContactError):
 
 class UnknownChannel(ContactError):
     pass
+
+
+class UnknownUser(ContactError):
+    """No user has this id (deleted since the screen was drawn)."""
+
+
+class NotOptedOut(ContactError):
+    """An opt-in for a channel the person had not opted out of."""
 
 
 class StaleChannelOrder(ContactError):
@@ -164,13 +174,28 @@ def channel_preferences(user: ContactPreferences) -> list[str]:
 
 
 def _view(user: User) -> ContactView:
+    return _view_of(user.phone, user.email, user.channel_order, user.opt_outs)
+
+
+def _view_of(
+    phone: str | None, email: str | None, channel_order: str | None, opt_outs: str | None
+) -> ContactView:
     return ContactView(
-        phone=user.phone,
-        email=user.email,
-        channel_order=tuple(_effective_order(user.channel_order)),
-        opt_outs=frozenset(c for c in _split(user.opt_outs) if c in CHOOSABLE_CHANNELS),
-        custom_order=user.channel_order is not None,
+        phone=phone,
+        email=email,
+        channel_order=tuple(_effective_order(channel_order)),
+        opt_outs=frozenset(c for c in _split(opt_outs) if c in CHOOSABLE_CHANNELS),
+        custom_order=channel_order is not None,
     )
+
+
+# What the profile screens show, read straight from the driver (DriverQuery): no writer's turn,
+# no ORM, as cheap as the user read that precedes it on every button press.
+_CONTACTS_BY_USER_ID = DriverQuery(
+    select(User.phone, User.email, User.channel_order, User.opt_outs).where(
+        User.id == bindparam("user_id")
+    )
+)
 
 
 async def profile(session: AsyncSession, user_id: int) -> ContactView:
@@ -383,3 +408,56 @@ async def opt_in(
         detail=reason,
     )
     return True
+
+
+class Profiles:
+    """What the /profile screens do: each method is one unit of work that has committed when it
+    returns, and raises a ContactError (nothing changed) when the change is refused."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def show(self, user_id: int) -> ContactView:
+        row = await self.db.fetch_one(_CONTACTS_BY_USER_ID, user_id=user_id)
+        if row is None:
+            raise UnknownUser(user_id)
+        return _view_of(*row)
+
+    async def set_phone(self, user_id: int, phone: str) -> ContactView:
+        return await self.db.run(
+            lambda session: set_phone(session, user_id=user_id, phone=phone, now=self.clock.now())
+        )
+
+    async def set_email(self, user_id: int, email: str) -> ContactView:
+        return await self.db.run(
+            lambda session: set_email(session, user_id=user_id, email=email, now=self.clock.now())
+        )
+
+    async def clear_email(self, user_id: int) -> ContactView:
+        return await self.db.run(
+            lambda session: clear_email(session, user_id=user_id, now=self.clock.now())
+        )
+
+    async def opt_in(self, user_id: int, channel: str) -> ContactView:
+        """Raises UnknownChannel, or NotOptedOut when they had not opted out of it (a forged
+        or twice-pressed button)."""
+
+        async def work(session: AsyncSession) -> ContactView:
+            if not await opt_in(
+                session, user_id=user_id, channel=channel, now=self.clock.now(), reason="profile"
+            ):
+                raise NotOptedOut(channel)
+            return await profile(session, user_id)
+
+        return await self.db.run(work)
+
+    async def move_channel_up(
+        self, user_id: int, channel: str, seen_order: Sequence[str]
+    ) -> ContactView:
+        return await self.db.run(
+            lambda session: move_channel_up(
+                session, user_id=user_id, channel=channel, seen_order=seen_order,
+                now=self.clock.now(),
+            )
+        )

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.engine import Database, DriverQuery
 from database.models import Role, User
 from services import audit
+from services.clock import Clock
 
 SUPPORTED_LANGUAGES = ("en", "fr")
+MAX_NAME_LENGTH = 128  # users.display_name
 
 
 class UnsupportedLanguage(ValueError):
@@ -30,6 +35,10 @@ class UserView:
     language_chosen: bool
     roles: frozenset[Role]
     is_new: bool = False
+
+    @property
+    def is_admin(self) -> bool:
+        return Role.ADMIN in self.roles
 
     @classmethod
     def of(cls, user: User, *, is_new: bool = False) -> UserView:
@@ -67,8 +76,8 @@ async def ensure_telegram_user(
     user = await session.scalar(select(User).where(User.telegram_id == telegram_id))
     if user is not None:
         changed = False
-        if display_name and user.display_name != display_name:
-            user.display_name = display_name[:128]
+        if display_name and user.display_name != display_name[:MAX_NAME_LENGTH]:
+            user.display_name = display_name[:MAX_NAME_LENGTH]
             changed = True
         if admin != (Role.ADMIN in user.role_set):
             # ADMIN_IDS is the source of truth, both ways: removing an id takes the rights away.
@@ -88,7 +97,7 @@ async def ensure_telegram_user(
     roles = [Role.REQUESTER.value] + ([Role.ADMIN.value] if admin else [])
     user = User(
         telegram_id=telegram_id,
-        display_name=display_name[:128],
+        display_name=display_name[:MAX_NAME_LENGTH],
         language=guess_language(client_language, default_language),
         language_chosen=False,
         roles=",".join(roles),
@@ -137,3 +146,80 @@ async def set_language(
         at=now,
     )
     return UserView.of(user)
+
+
+# The read every update makes: plain columns, straight to the driver (DriverQuery).
+_USER_BY_TELEGRAM_ID = DriverQuery(
+    select(
+        User.id, User.telegram_id, User.display_name, User.language, User.language_chosen,
+        User.roles,
+    ).where(User.telegram_id == bindparam("telegram_id"))
+)
+
+
+async def _view_by_telegram_id(db: Database, telegram_id: int) -> UserView | None:
+    row = await db.fetch_one(_USER_BY_TELEGRAM_ID, telegram_id=telegram_id)
+    if row is None:
+        return None
+    user_id, telegram_id, name, language, chosen, roles = row
+    return UserView(user_id, telegram_id, name, language, bool(chosen), _roles(roles))
+
+
+@functools.lru_cache(maxsize=64)
+def _roles(stored: str) -> frozenset[Role]:
+    """'requester,admin' -> {Role.REQUESTER, Role.ADMIN}; a handful of distinct values exist."""
+    return frozenset(Role(r) for r in stored.split(",") if r)
+
+
+def _needs_update(user: UserView, display_name: str, admin: bool) -> bool:
+    """What ensure_telegram_user would change for this returning user."""
+    renamed = bool(display_name) and user.display_name != display_name[:MAX_NAME_LENGTH]
+    return renamed or admin != user.is_admin
+
+
+class Users:
+    """What handlers and middlewares do with users; each method is one unit of work that has
+    committed when it returns."""
+
+    def __init__(
+        self, db: Database, clock: Clock, *, default_language: str, admin_ids: Iterable[int]
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.default_language = default_language
+        self.admin_ids = frozenset(admin_ids)
+
+    async def ensure(
+        self, *, telegram_id: int, display_name: str, client_language: str | None
+    ) -> UserView:
+        """The user behind an update, created on first contact (ensure_telegram_user).
+
+        Runs on every update, so a returning user whose name and admin right did not change
+        costs one read and no write: the read takes no writer's turn, and only a change (or a
+        new user) runs the writing unit of work.
+        """
+        admin = telegram_id in self.admin_ids
+        known = await _view_by_telegram_id(self.db, telegram_id)
+        if known is not None and not _needs_update(known, display_name, admin):
+            return known
+
+        async def load(session: AsyncSession) -> UserView:
+            return await ensure_telegram_user(
+                session,
+                telegram_id=telegram_id,
+                display_name=display_name,
+                client_language=client_language,
+                default_language=self.default_language,
+                admin=admin,
+                now=self.clock.now(),
+            )
+
+        return await self.db.run(load)
+
+    async def set_language(self, user_id: int, language: str) -> UserView:
+        """Raises UnsupportedLanguage for a language we do not speak; nothing changes then."""
+        return await self.db.run(
+            lambda session: set_language(
+                session, user_id=user_id, language=language, now=self.clock.now()
+            )
+        )

@@ -1,2 +1,20 @@
-"""Admin screens. Every handler here checks the admin role itself: a button can be forwarded,
-and callback data can be forged."""
+"""Admin screens. The admin router's guard (middlewares/admin.py) checks the rights on the
+server for every message and button under it; handlers here contain no rights checks."""
+
+from __future__ import annotations
+
+from aiogram import Router
+
+from handlers.admin import notifications
+from middlewares.admin import AdminGuard
+
+
+def setup() -> Router:
+    router = Router(name="admin")
+    guard = AdminGuard()
+    # Inner middlewares: they run once a handler's filters matched, so an ordinary message
+    # that no admin handler takes passes by untouched.
+    router.message.middleware(guard)
+    router.callback_query.middleware(guard)
+    router.include_router(notifications.setup())
+    return router

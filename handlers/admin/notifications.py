@@ -2,44 +2,32 @@
 
 from __future__ import annotations
 
-from aiogram import F, Router
-from aiogram.filters.callback_data import CallbackData
+from aiogram import Router
 from aiogram.types import CallbackQuery
 from aiogram.utils.i18n import gettext as _
 
-from database.engine import Database
-from database.models import Role
-from services.clock import Clock
-from services.notifications import outbox
+from handlers.buttons import RetryDeadLettersLike
+from services.notifications.dead_letters import DeadLetters
 from services.users import UserView
 
-router = Router(name="admin-notifications")
 
-
-class DeadLetterAction(CallbackData, prefix="nf"):
-    """Packed by the dispatcher's dead-letter alert as "nf:retry:<kind>"."""
-
-    action: str
-    kind: str
-
-
-@router.callback_query(DeadLetterAction.filter(F.action == "retry"))
 async def retry_failed(
     query: CallbackQuery,
-    callback_data: DeadLetterAction,
+    callback_data: RetryDeadLettersLike,
     user: UserView,
-    db: Database,
-    clock: Clock,
+    dead_letters: DeadLetters,
 ) -> None:
-    if Role.ADMIN not in user.roles:
-        await query.answer(_("Only admins can do this."), show_alert=True)
-        return
-    kind = callback_data.kind
-    count = await db.run(
-        lambda s: outbox.retry_all_failed(s, now=clock.now(), kind=kind, actor_id=user.id)
-    )
-    if count:
+    result = await dead_letters.retry_like(callback_data.target, actor_id=user.id)
+    if result.count:
         text = _("Sending {count} failed notification(s) of kind {kind} again.")
-    else:
+    elif result.kind is not None:
         text = _("Nothing to retry: no failed notification of kind {kind} is left.")
-    await query.answer(text.format(count=count, kind=kind), show_alert=True)
+    else:
+        text = _("This button is no longer valid.")
+    await query.answer(text.format(count=result.count, kind=result.kind), show_alert=True)
+
+
+def setup() -> Router:
+    router = Router(name="admin-notifications")
+    router.callback_query.register(retry_failed, RetryDeadLettersLike.filter())
+    return router

@@ -12,9 +12,10 @@ to a row still leased to this batch's token, and the attempt rows with it.
   (`Database.run_statement`): one statement is atomic on its own, and BEGIN and COMMIT would
   triple the round trips. The
   claim also joins the recipients; the outcomes travel as one array per column, applied with
-  `unnest`, and the attempt rows are inserted by the same statement. When outcomes have side
-  effects (an opt-out, a circuit, a dead-letter alert) the record runs in a transaction with
-  them, as on SQLite.
+  `unnest`, and the attempt rows are inserted by the same statement.
+
+`record` is its own unit of work; `record_in` writes the same in the caller's transaction, for
+outcomes whose side effects (an opt-out, a circuit, a dead-letter alert) go with them.
 
 Why the statements bypass SQLAlchemy's statement handling: on a batch of 100, its per-row
 parameter and result processing and the extra round trips cost more CPU than the database's
@@ -25,11 +26,11 @@ outbox_throughput). Everything else in the application goes through SQLAlchemy.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -61,7 +62,8 @@ class Job(NamedTuple):
     parts_sent: int
     attempts: int
     allow_fallback: bool
-    created_at: datetime
+    # Where the age budget counts from: the last restart, else the creation.
+    budget_from: datetime
     recipient: Recipient
     opt_outs: frozenset[str]
 
@@ -69,8 +71,11 @@ class Job(NamedTuple):
 # What the claim returns of a notification, in this order, and then of its recipient.
 _JOB_COLUMNS = (
     "id", "kind", "payload", "idempotency_key", "channel_chain", "channel_index",
-    "channel_attempts", "parts_sent", "attempts", "allow_fallback", "created_at", "recipient_id",
+    "channel_attempts", "parts_sent", "attempts", "allow_fallback", "budget_from", "recipient_id",
 )
+# The one that is not a column: where the age budget counts from, the last restart or else
+# the creation (transitions.restart).
+_BUDGET_FROM = "COALESCE(restarted_at, created_at) AS budget_from"
 _PERSON_COLUMNS = (
     "display_name", "language", "telegram_id", "phone", "email", "whatsapp_inbound_at",
     "opt_outs",
@@ -97,9 +102,9 @@ class _People:
 
 def _job(row: Sequence[Any], person: tuple[Recipient, frozenset[str]]) -> Job:
     (nid, kind, payload, key, chain, channel_index, channel_attempts, parts_sent, attempts,
-     allow_fallback, created_at) = row[:11]
+     allow_fallback, budget_from) = row[:11]
     return Job(nid, kind, payload, key, _chain(chain), channel_index, channel_attempts,
-               parts_sent, attempts, allow_fallback, created_at, *person)
+               parts_sent, attempts, allow_fallback, budget_from, *person)
 
 
 @functools.lru_cache(maxsize=256)
@@ -166,10 +171,6 @@ class Claimed(NamedTuple):
     channels: dict[str, ChannelStatus] | None
 
 
-# Outcomes' side effects (opt-outs, circuits, alerts), written in the record's transaction.
-SideEffects = Callable[[AsyncSession], Awaitable[None]]
-
-
 class Batches(Protocol):
     async def claim(
         self, db: Database, *, now: datetime, owner: str, lease_until: datetime, limit: int,
@@ -182,11 +183,17 @@ class Batches(Protocol):
     async def record(
         self, db: Database, *, now: datetime, owner: str,
         outcomes: Sequence[OutcomeRow], attempts: Sequence[AttemptRow],
-        side_effects: SideEffects | None = None,
     ) -> int:
         """Write the outcomes to the rows `owner` still holds, releasing them, and insert the
-        attempt rows; run `side_effects` in the same transaction. Returns how many rows were
-        still held (and so written)."""
+        attempt rows, as one unit of work. Returns how many rows were still held (and so
+        written)."""
+        ...
+
+    async def record_in(
+        self, session: AsyncSession, *, now: datetime, owner: str,
+        outcomes: Sequence[OutcomeRow], attempts: Sequence[AttemptRow],
+    ) -> int:
+        """`record`, in the caller's transaction."""
         ...
 
 
@@ -229,7 +236,14 @@ def _build_claim() -> Any:
             lease_owner=bindparam("owner"),
             updated_at=bindparam("now"),
         )
-        .returning(*(t[name] for name in _JOB_COLUMNS), t.priority, t.next_attempt_at)
+        .returning(
+            *(
+                func.coalesce(t.restarted_at, t.created_at).label(name)
+                if name == "budget_from" else t[name]
+                for name in _JOB_COLUMNS
+            ),
+            t.priority, t.next_attempt_at,
+        )
     )
 
 
@@ -271,27 +285,28 @@ class SQLiteBatches:
     async def record(
         self, db: Database, *, now: datetime, owner: str,
         outcomes: Sequence[OutcomeRow], attempts: Sequence[AttemptRow],
-        side_effects: SideEffects | None = None,
     ) -> int:
-        async def work(session: AsyncSession) -> int:
-            connection = await session.connection()
-            to_db = _datetime_writer(connection.dialect)
-            stamp = to_db(now)
-            result = await connection.exec_driver_sql(SQLITE_RECORD, [
-                (*(to_db(v) if isinstance(v, datetime) else v for v in row[1:]),
-                 stamp, row.id, owner)
-                for row in outcomes
-            ])
-            if attempts:
-                await connection.exec_driver_sql(SQLITE_ATTEMPTS, [
-                    tuple(to_db(v) if isinstance(v, datetime) else v for v in row)
-                    for row in attempts
-                ])
-            if side_effects is not None:
-                await side_effects(session)
-            return result.rowcount
+        return await db.run(lambda session: self.record_in(
+            session, now=now, owner=owner, outcomes=outcomes, attempts=attempts
+        ))
 
-        return await db.run(work)
+    async def record_in(
+        self, session: AsyncSession, *, now: datetime, owner: str,
+        outcomes: Sequence[OutcomeRow], attempts: Sequence[AttemptRow],
+    ) -> int:
+        connection = await session.connection()
+        to_db = _datetime_writer(connection.dialect)
+        stamp = to_db(now)
+        result = await connection.exec_driver_sql(SQLITE_RECORD, [
+            (*(to_db(v) if isinstance(v, datetime) else v for v in row[1:]), stamp, row.id, owner)
+            for row in outcomes
+        ])
+        if attempts:
+            await connection.exec_driver_sql(SQLITE_ATTEMPTS, [
+                tuple(to_db(v) if isinstance(v, datetime) else v for v in row)
+                for row in attempts
+            ])
+        return result.rowcount
 
 
 # The record as SQLite statements, sent as they are: SQLAlchemy's per-row parameter handling
@@ -327,7 +342,8 @@ WITH claimed AS (
                    ORDER BY priority, next_attempt_at
                    LIMIT $4
                    FOR UPDATE SKIP LOCKED)
- RETURNING {", ".join(_JOB_COLUMNS)}, priority, next_attempt_at
+ RETURNING {", ".join(_BUDGET_FROM if n == "budget_from" else n for n in _JOB_COLUMNS)},
+           priority, next_attempt_at
 )
 SELECT {", ".join(f"c.{name}" for name in _JOB_COLUMNS)},
        {", ".join(f"u.{name}" for name in _PERSON_COLUMNS)}
@@ -404,7 +420,6 @@ class PostgresBatches:
     async def record(
         self, db: Database, *, now: datetime, owner: str,
         outcomes: Sequence[OutcomeRow], attempts: Sequence[AttemptRow],
-        side_effects: SideEffects | None = None,
     ) -> int:
         params = (now, owner, *_columns(outcomes, OutcomeRow), *_columns(attempts, AttemptRow))
 
@@ -413,15 +428,15 @@ class PostgresBatches:
                 status = await pg.execute(PG_RECORD, *params)  # "UPDATE <rows>"
             return int(status.rsplit(" ", 1)[-1])
 
-        if side_effects is None:
-            return await db.run_statement(write)
+        return await db.run_statement(write)
 
-        async def work(session: AsyncSession) -> int:
-            # Through SQLAlchemy here: its asyncpg adapter begins the transaction with its
-            # first statement, and the record must be in the same one as its side effects.
-            connection = await session.connection()
-            result = await connection.exec_driver_sql(PG_RECORD, params)
-            await side_effects(session)
-            return result.rowcount
-
-        return await db.run(work)
+    async def record_in(
+        self, session: AsyncSession, *, now: datetime, owner: str,
+        outcomes: Sequence[OutcomeRow], attempts: Sequence[AttemptRow],
+    ) -> int:
+        # Through SQLAlchemy here: its asyncpg adapter begins the transaction with its first
+        # statement, and the record must be in the caller's transaction.
+        params = (now, owner, *_columns(outcomes, OutcomeRow), *_columns(attempts, AttemptRow))
+        connection = await session.connection()
+        result = await connection.exec_driver_sql(PG_RECORD, params)
+        return result.rowcount

@@ -25,9 +25,10 @@ P = FailureClass.PERMANENT
 B = FailureClass.BROKEN
 
 # --------------------------------------------------------------------------- WhatsApp Cloud API
-# Source: /work/shared/reference/whatsapp-facts.md section 4 ("Error codes and retry decisions",
-# Meta's error-code page via pywa/errors.py and the aivo/niswey mirrors) and section 5
-# (throughput 130429 / 131057, pair rate limit 131056 about one message per 6 s).
+# Sources: Meta's error codes (as mirrored in david-lev/pywa pywa/errors.py),
+#   https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes
+# and Meta's throughput page (130429 / 131057; the pair rate limit 131056 is about one message
+# per 6 s to the same user), https://developers.facebook.com/docs/whatsapp/throughput
 # code -> (class, rate-limit scope, retry_after seconds or None)
 WHATSAPP_CODES: dict[int, tuple[FailureClass, str | None, float | None]] = {
     # transient: Meta says try again
@@ -77,8 +78,8 @@ WHATSAPP_BROKEN_RANGE = range(200, 300)  # 200-299: permission not granted or re
 WHATSAPP_OPT_OUT_CODES = frozenset({131050})
 
 # ------------------------------------------------------------------------------ Twilio (SMS)
-# Source: /work/shared/reference/whatsapp-facts.md section 6 (table of twilio.com/docs/api/errors
-# codes) and the fake's error table (tests/fakes/twilio.py) for 20003/20404/20429/20500/21606.
+# Source: Twilio's error pages, https://www.twilio.com/docs/api/errors/NNNNN for each code, and
+# the fake's error table (tests/fakes/twilio.py) for 20003/20404/20429/20500/21606.
 # 30xxx codes normally arrive in a status callback (ErrorCode), the others from the create call.
 TWILIO_CODES: dict[int, tuple[FailureClass, str | None, float | None]] = {
     # transient
@@ -119,8 +120,9 @@ SMTP_AUTH_CODES = frozenset({530, 534, 535, 538})
 SMTP_PERMANENT_CODES = frozenset({550, 551, 552, 553, 554, 555})
 
 # ------------------------------------------------------------------------------------ Telegram
-# Source: /work/shared/reference/aiogram-anchors.md section 4 (Bot API error -> aiogram exception;
-# aiogram 3 has no per-description classes, so 400s are told apart by their description).
+# Source: aiogram's mapping of Bot API errors to exceptions (check_response in
+# https://github.com/aiogram/aiogram/blob/dev-3.x/aiogram/client/session/base.py); aiogram 3 has
+# no per-description classes, so 400s are told apart by their description.
 TELEGRAM_PERMANENT_BAD_REQUESTS = (
     "chat not found",
     "user not found",
@@ -229,9 +231,10 @@ def _telegram_scope(exc: BaseException) -> str:
     """ "recipient" for a send to a chat, "channel" for anything else.
 
     The Bot API does not say which limit a 429 is about. Every send passes through the pacing
-    middleware (bot/telegram_pacing.py), which blocks the chat on a 429 and the bot's global
-    budget too when two chats get one close together; so the outbox only holds back this
-    recipient and lets the middleware hold back everything when the evidence says so.
+    middleware (bot/telegram_pacing.py, policy in pacing_telegram.py), which blocks the chat on
+    a 429 and the bot's global budget too when two chats get one close together; so the outbox
+    only holds back this recipient and lets the middleware hold back everything when the
+    evidence says so.
     """
     chat_id = getattr(getattr(exc, "method", None), "chat_id", None)
     return "channel" if chat_id is None else "recipient"

@@ -3,7 +3,8 @@
 `enqueue` never sends: it stores the row in the caller's transaction, so a rollback leaves nothing
 to send and a commit makes the row the dispatcher's to deliver. The same idempotency key twice
 stores one row. The rest of this module is what admins act with (cancel, retry, archive, pause)
-and what they look at (statistics).
+and what they look at (statistics); the state changes it shares with the dispatcher and the
+receipts (restart, wake-up) are `transitions`' rules.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy import text as sql
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,14 +27,13 @@ from database.models import (
     User,
 )
 from services import audit
+from services.actions import Action
+from services.notifications import transitions
 from services.notifications.channels.base import DEFAULT_ORDER, ChannelName
 
-# Set in session.info by enqueue; the Database wakes the dispatcher after such a commit.
-WAKE_FLAG = "outbox_wake"
 # Set when a channel is paused or resumed: this process's dispatcher reads the channels'
 # states again at its next claim instead of when its copy is due for a refresh.
 STATES_FLAG = "outbox_channel_states"
-PG_CHANNEL = "outbox"
 
 PRIORITY_INTERACTIVE = 0  # a person is waiting for this answer
 PRIORITY_NORMAL = 5
@@ -94,14 +93,19 @@ async def enqueue(
     template: dict[str, Any] | None = None,
     media: dict[str, Any] | None = None,
     subject: str | None = None,
-    buttons: list[dict[str, str]] | None = None,
+    buttons: Sequence[dict[str, Any]] | None = None,
     priority: int = PRIORITY_NORMAL,
     channels: Sequence[str] | None = None,
     allow_fallback: bool = True,
     manual: bool = True,
     delay: timedelta = timedelta(0),
 ) -> Enqueued:
-    """Store a notification in the caller's transaction (see the module docstring)."""
+    """Store a notification in the caller's transaction (see the module docstring).
+
+    `buttons` are actions an admin or user can take from the message where the channel can
+    show them (Telegram), each as `Action.as_payload(text)` makes it: never callback data,
+    which is the handlers' business.
+    """
     if sum(x is not None for x in (text, template, media)) != 1:
         raise InvalidNotification("give exactly one of text, template or media")
     if not idempotency_key or len(idempotency_key) > 200:
@@ -124,8 +128,7 @@ async def enqueue(
     if subject is not None:
         payload["subject"] = subject
     if buttons:
-        # Inline buttons ({"text", "callback_data"}) where the channel can show them (Telegram).
-        payload["buttons"] = buttons
+        payload["buttons"] = [_button(b) for b in buttons]
     values = dict(
         recipient_id=recipient_id,
         kind=kind,
@@ -151,11 +154,19 @@ async def enqueue(
         )
         assert existing is not None  # the conflict says it exists
         return Enqueued(existing, created=False)
-    session.info[WAKE_FLAG] = True
-    if session.bind.dialect.name == "postgresql":
-        # Delivered to LISTENing dispatchers in other processes when this transaction commits.
-        await session.execute(sql(f"NOTIFY {PG_CHANNEL}"))
+    await transitions.wake(session)
     return Enqueued(new_id, created=True)
+
+
+def _button(button: dict[str, Any]) -> dict[str, Any]:
+    try:
+        text = str(button["text"])
+        action = Action.from_payload(button)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidNotification(f"a button must be an Action's payload: {button!r}") from exc
+    if not text:
+        raise InvalidNotification("a button needs a text")
+    return action.as_payload(text)
 
 
 async def _get(session: AsyncSession, notification_id: int) -> Notification:
@@ -184,27 +195,13 @@ async def retry(
     row = await _get(session, notification_id)
     if row.status != NotificationStatus.FAILED:
         return False
-    _restart(row, now)
+    await transitions.apply(session, row, transitions.restart(now), now=now)
     audit.record(
         session, operation="notification.retry", entity_type="notification",
         entity_id=row.id, before={"status": "failed"}, after={"status": "pending"},
         actor_id=actor_id, at=now,
     )
-    session.info[WAKE_FLAG] = True
     return True
-
-
-def _restart(row: Notification, now: datetime) -> None:
-    row.status = NotificationStatus.PENDING.value
-    row.channel_index = 0
-    row.channel = row.chain[0]
-    row.channel_attempts = 0
-    row.parts_sent = 0
-    row.next_attempt_at = now
-    # A retried dead letter gets a new life: its age counts from now.
-    row.created_at = now
-    row.failed_at = None
-    row.updated_at = now
 
 
 async def retry_all_failed(
@@ -224,14 +221,13 @@ async def retry_all_failed(
         query = query.where(Notification.channel == channel)
     rows = (await session.scalars(query.limit(limit).with_for_update())).all()
     for row in rows:
-        _restart(row, now)
+        await transitions.apply(session, row, transitions.restart(now), now=now)
     if rows:
         audit.record(
             session, operation="notification.retry_all", entity_type="notification",
             entity_id="*", after={"count": len(rows), "kind": kind, "channel": channel},
             actor_id=actor_id, at=now,
         )
-        session.info[WAKE_FLAG] = True
     return len(rows)
 
 
@@ -293,7 +289,7 @@ async def release_expired_leases(session: AsyncSession, *, now: datetime) -> int
     )
     count = result.rowcount or 0
     if count:
-        session.info[WAKE_FLAG] = True
+        await transitions.wake(session)
     return count
 
 
@@ -317,7 +313,7 @@ async def set_channel_paused(
     )
     session.info[STATES_FLAG] = True
     if not paused:
-        session.info[WAKE_FLAG] = True
+        await transitions.wake(session)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -344,13 +340,14 @@ async def statistics(session: AsyncSession, *, now: datetime) -> dict[str, Any]:
     )
     recent = (
         await session.execute(
-            select(Notification.created_at, Notification.sent_at)
+            select(Notification.created_at, Notification.restarted_at, Notification.sent_at)
             .where(Notification.sent_at >= now - timedelta(hours=1))
             .order_by(Notification.sent_at.desc())
             .limit(5000)
         )
     ).all()
-    waits = [(sent - created).total_seconds() for created, sent in recent]
+    # A restarted dead letter waited since its restart, not since its creation.
+    waits = [(sent - (restarted or created)).total_seconds() for created, restarted, sent in recent]
 
     async def attempts_since(outcome: str, since: timedelta) -> int:
         return await session.scalar(

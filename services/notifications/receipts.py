@@ -8,11 +8,12 @@ Promises:
   of order (a "delivered" after "read") changes nothing. "sent", "queued", "accepted" and the
   like are ignored: the dispatcher recorded the hand-over already.
 - A failed receipt ("failed" on WhatsApp, "failed"/"undelivered" on Twilio) for a sent message is
-  the one way back: it records a failed delivery attempt and either puts the notification back on
+  the one way back: it records a failed delivery attempt and takes `transitions.next_channel`:
   the next channel of its chain (pending now, the dispatcher woken after commit) or, when the
-  chain is spent or fallback is not allowed, dead-letters it (and tells the admins once per kind,
-  when given the alerting service). An opt-out code (WhatsApp 131050, Twilio 21610) also records
-  the opt-out. A message already delivered or read is never sent again because of a late failure.
+  chain is spent or fallback is not allowed, a dead letter (the admins told once per kind, when
+  given the alerting service: `dead_letters.alert_admins`). An opt-out code (WhatsApp 131050,
+  Twilio 21610) also records the opt-out. A message already delivered or read is never sent
+  again because of a late failure.
 - An inbound WhatsApp message opens the recipient's 24 h window; STOP (ARRET/ARRÊT) opts them out
   of WhatsApp and START opts them back in. Applying the same message twice changes nothing more.
 
@@ -28,13 +29,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import DeliveryAttempt, Notification, NotificationStatus, User
 from services import contacts
-from services.alerts import ALERT_KIND, Alerts, Severity
-from services.notifications import outbox
+from services.alerts import Alerts
+from services.notifications import dead_letters, transitions
 from services.notifications.channels.base import ChannelName
 from services.notifications.failures import Failure, FailureClass
 
@@ -193,7 +193,6 @@ async def _fail(
     )
     row.last_error_class = failure.kind.value
     row.last_error_code = failure.code[:32]
-    row.updated_at = now
     if failure.opt_out and failed_channel in contacts.CHOOSABLE_CHANNELS:
         reason = f"{failure.provider} {failure.code} (delivery receipt)"
         if await contacts.record_opt_out(
@@ -201,57 +200,21 @@ async def _fail(
         ):
             log.info("user %s opted out of %s (%s)", row.recipient_id, failed_channel, reason)
 
-    chain = row.chain
-    if row.allow_fallback and row.channel_index + 1 < len(chain):
-        row.status = NotificationStatus.PENDING.value
-        row.channel_index += 1
-        row.channel = chain[row.channel_index]
-        row.channel_attempts = 0
-        row.parts_sent = 0
-        row.next_attempt_at = now
-        row.provider_message_id = None
-        row.sent_at = None
-        row.lease_until = row.lease_owner = None
-        row.last_error_text = failure.text
-        session.info[outbox.WAKE_FLAG] = True
-        if session.bind.dialect.name == "postgresql":
-            # Wakes dispatchers in other processes when this transaction commits.
-            await session.execute(sql(f"NOTIFY {outbox.PG_CHANNEL}"))
+    row.last_error_text = failure.text
+    step = transitions.next_channel(
+        row.channel_index, len(row.chain), allow_fallback=row.allow_fallback, after=failure,
+        now=now,
+    )
+    await transitions.apply(session, row, step, now=now)
+    if step.status is transitions.PENDING:
         log.info("notification %s failed on %s after it was sent (%s %s): moved on to %s",
                  row.id, failed_channel, failure.provider, failure.code, row.channel)
         return ReceiptOutcome.FAILED_MOVED_ON
-
-    reason = f"no channel left after {failure.provider} {failure.code}: {failure.text}"
-    if not row.allow_fallback:
-        reason = f"fallback not allowed after {failure.provider} {failure.code}: {failure.text}"
-    row.status = NotificationStatus.FAILED.value
-    row.failed_at = now
-    row.last_error_text = reason
-    await _tell_admins(session, row, reason, now=now, alerts=alerts)
-    return ReceiptOutcome.DEAD_LETTERED
-
-
-async def _tell_admins(
-    session: AsyncSession, row: Notification, reason: str, *, now: datetime,
-    alerts: Alerts | None,
-) -> None:
-    """As the dispatcher does for its own dead letters: once per kind per window."""
-    text = f"notification {row.id} ({row.kind}) failed: {reason}"
-    if row.kind == ALERT_KIND:
-        # Never alert about an alert: that way lies a loop. Say it loudly instead.
-        log.error("ALERT UNDELIVERABLE to user %s: %s", row.recipient_id, text)
-        return
-    log.warning("dead letter: %s", text)
-    if alerts is None:
-        return
-    await alerts.alert(
-        session,
-        key=f"dead_letter:{row.kind}",
-        severity=Severity.HIGH,
-        text=f"Notifications of kind {row.kind} are failing. Latest: {text}",
-        now=now,
-        button={"text": "Retry failed", "callback_data": f"nf:retry:{row.kind}"[:64]},
+    await dead_letters.alert_admins(
+        session, alerts, notification_id=row.id, kind=row.kind, recipient_id=row.recipient_id,
+        reason=step.reason or "?", now=now,
     )
+    return ReceiptOutcome.DEAD_LETTERED
 
 
 def keyword(text: str | None) -> str | None:

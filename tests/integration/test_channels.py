@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 
 from database.engine import Database
 from database.models import ManualTask, Notification, User
+from services.actions import Action, ActionName
 from services.clock import FakeClock, SystemClock
 from services.notifications.channels.base import Outgoing, Recipient
 from services.notifications.channels.email import EmailChannel
@@ -99,7 +100,7 @@ async def telegram() -> AsyncIterator[tuple[FakeTelegram, TelegramChannel]]:
         bot = Bot(
             TEST_TOKEN, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML)
         )
-        channel = TelegramChannel(bot)
+        channel = TelegramChannel(bot, pack_action=pack_action)
         try:
             yield fake, channel
         finally:
@@ -108,6 +109,34 @@ async def telegram() -> AsyncIterator[tuple[FakeTelegram, TelegramChannel]]:
 
 
 TG_USER = Recipient(user_id=7, display_name="Ann", telegram_id=1001)
+
+
+def pack_action(action: Action) -> str:
+    """Stands in for the handlers' packing: the channel only has to use what it is given."""
+    return f"test:{action.name.value}:{action.target}"
+
+
+async def test_telegram_packs_a_button_action_with_the_function_it_was_given(telegram):
+    fake, channel = telegram
+    retry = Action(ActionName.RETRY_DEAD_LETTERS_LIKE, 42).as_payload("Retry failed")
+    await channel.send(TG_USER, outgoing("failing", extra={"buttons": [retry]}))
+    [sent] = fake.sent_messages(1001)
+    assert sent["reply_markup"]["inline_keyboard"] == [
+        [{"text": "Retry failed", "callback_data": "test:retry_dead_letters_like:42"}]
+    ]
+
+
+async def test_telegram_passes_a_stored_callback_data_button_through_and_drops_unknown_actions(
+    telegram,
+):
+    """Rows enqueued before buttons were actions carry callback data: sent as it is. An action
+    this version does not know (a newer one stored it) costs the button, not the message."""
+    fake, channel = telegram
+    old = {"text": "Retry failed", "callback_data": "nf:retry:request.update"}
+    unknown = {"text": "Later", "action": "something_new", "target": 1}
+    await channel.send(TG_USER, outgoing("failing", extra={"buttons": [old, unknown]}))
+    [sent] = fake.sent_messages(1001)
+    assert sent["reply_markup"]["inline_keyboard"] == [[old]]
 
 
 async def test_telegram_sends_plain_text(telegram):
@@ -192,7 +221,8 @@ async def test_telegram_unreachable_server_is_transient():
     session = AiohttpSession(api=TelegramAPIServer.from_base(f"http://127.0.0.1:{free_port()}"))
     bot = Bot(TEST_TOKEN, session=session)
     try:
-        failure = await failure_of(TelegramChannel(bot), TG_USER, outgoing())
+        failure = await failure_of(TelegramChannel(bot, pack_action=pack_action), TG_USER,
+                                   outgoing())
     finally:
         await bot.session.close()
     assert (failure.kind, failure.code) == (FailureClass.TRANSIENT, "network")

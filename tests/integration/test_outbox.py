@@ -10,6 +10,7 @@ from sqlalchemy import func, select, text
 
 from database.engine import Database
 from database.models import ChannelState, DeliveryAttempt, Notification, User
+from services.actions import Action, ActionName
 from services.alerts import Alerts
 from services.clock import FakeClock, SystemClock
 from services.notifications import outbox
@@ -149,13 +150,15 @@ async def test_transient_failures_follow_the_schedule_then_the_next_channel(
 async def test_quick_retries_wait_1x_then_2x_and_only_for_transient_failures(
     db, clock, channels, dispatcher
 ):
-    dispatcher.config = DispatcherConfig(send_retry_wait=1.0, send_tries=3)
+    alerts = Alerts(admin_telegram_ids=[ADMIN_TG], window=timedelta(hours=1))
+    dispatcher = Dispatcher(db, channels, clock, alerts,
+                            DispatcherConfig(send_retry_wait=1.0, send_tries=3))
     waits: list[float] = []
 
     async def record_wait(seconds: float) -> None:
         waits.append(seconds)
 
-    dispatcher.retry_sleep = record_wait
+    dispatcher.delivery.retry_sleep = record_wait
     user = await make_user(db, clock, phone="+33612345678")
     channels[TG].fail(
         failure(FailureClass.TRANSIENT, "500"), failure(FailureClass.TRANSIENT, "502")
@@ -195,7 +198,7 @@ async def test_provider_strings_a_column_cannot_hold_do_not_block_the_batch(
     first = await _enqueue(db, clock, user, key="nul")
     await dispatcher.run_once()
     assert (await _row(db, first)).status == "sent"  # the quick retry got through
-    dispatcher.channels[TG] = long_sender
+    dispatcher.delivery.channels[TG] = long_sender
     second = await _enqueue(db, clock, user, key="long")
     await dispatcher.run_once()
     row = await _row(db, second)
@@ -389,7 +392,9 @@ async def test_people_waiting_go_before_a_bulk_backlog(db, clock, channels, disp
     clock.advance(1)
     await _enqueue(db, clock, user, key="answer", text="your answer",
                    priority=outbox.PRIORITY_INTERACTIVE)
-    dispatcher.config = DispatcherConfig(send_retry_wait=0, batch_size=2)
+    alerts = Alerts(admin_telegram_ids=[], window=timedelta(hours=1))
+    dispatcher = Dispatcher(db, channels, clock, alerts,
+                            DispatcherConfig(send_retry_wait=0, batch_size=2))
     await dispatcher.run_once()
     assert channels[TG].texts() == ["your answer", "bulk 0"]
 
@@ -496,6 +501,20 @@ async def test_enqueue_rejects_bad_input_and_stores_nothing(db, clock):
                                               text="t", now=clock.now()))
     async with db.transaction() as session:
         assert await session.scalar(select(func.count()).select_from(Notification)) == 0
+
+
+async def test_buttons_are_stored_as_actions_and_callback_data_is_refused(db, clock):
+    """A service says what a button does; how it becomes callback data is the handlers'
+    business (handlers/buttons.py), so raw callback data is refused at the door."""
+    user = await make_user(db, clock)
+    retry = Action(ActionName.RETRY_DEAD_LETTERS_LIKE, 7).as_payload("Retry failed")
+    nid = await _enqueue(db, clock, user, key="with-button", buttons=[retry])
+    assert (await _row(db, nid)).payload["buttons"] == [retry]
+    for bad in ({"text": "Retry failed", "callback_data": "nf:retry:k"},
+                {"text": "Later", "action": "something_unknown", "target": 1},
+                {"text": "", "action": ActionName.RETRY_DEAD_LETTERS_LIKE.value, "target": 1}):
+        with pytest.raises(outbox.InvalidNotification):
+            await _enqueue(db, clock, user, key="bad-button", buttons=[bad])
 
 
 async def test_without_redis_one_process_dispatches_and_another_takes_over_when_it_dies(

@@ -13,9 +13,10 @@ from sqlalchemy import select
 from bot.webhooks import MalformedWebhook, parse_whatsapp, twilio_signature
 from database.engine import Database
 from database.models import DeliveryAttempt, Notification, User
+from services.actions import Action, ActionName
 from services.alerts import ALERT_KIND, Alerts
 from services.clock import FakeClock
-from services.notifications import outbox
+from services.notifications import outbox, transitions
 from services.notifications.classify import classify_twilio, classify_whatsapp
 from services.notifications.failures import Failure
 from services.notifications.receipts import (
@@ -208,7 +209,7 @@ async def test_failed_receipt_after_sent_moves_on_to_the_next_channel_and_wakes_
     user = await make_user(db, clock, phone=PHONE)
     nid = await _sent(db, clock, user)
     wakes: list[int] = []
-    db.on_commit(outbox.WAKE_FLAG, lambda: wakes.append(1))
+    db.on_commit(transitions.WAKE_FLAG, lambda: wakes.append(1))
     clock.advance(30)
 
     outcome = await _receipt(db, clock, "failed", failure=_wa_failure(131026))
@@ -231,7 +232,7 @@ async def test_a_duplicated_failed_receipt_changes_nothing(db: Database, clock: 
         ReceiptOutcome.FAILED_MOVED_ON)
     before = await _row(db, nid)
     wakes: list[int] = []
-    db.on_commit(outbox.WAKE_FLAG, lambda: wakes.append(1))
+    db.on_commit(transitions.WAKE_FLAG, lambda: wakes.append(1))
     clock.advance(60)
 
     again = await _receipt(db, clock, "failed", failure=_wa_failure(131026))
@@ -287,6 +288,10 @@ async def test_failed_receipt_on_the_last_channel_dead_letters_and_tells_the_adm
             select(Notification).where(Notification.kind == ALERT_KIND))).all()
     assert len(sent_alerts) == 1
     assert "request.update" in sent_alerts[0].payload["text"]
+    # The same alert as the dispatcher's: its button retries dead letters like the first one.
+    assert sent_alerts[0].payload["buttons"] == [
+        Action(ActionName.RETRY_DEAD_LETTERS_LIKE, first).as_payload("Retry failed")
+    ]
 
 
 async def test_twilio_undelivered_moves_an_sms_on_to_email(db: Database, clock: FakeClock) -> None:

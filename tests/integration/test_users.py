@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
 from database.engine import Database
@@ -140,3 +140,77 @@ async def test_removing_an_id_from_admin_ids_takes_the_admin_role_away(db: Datab
         revoked = await session.scalar(
             select(TransactionLog).where(TransactionLog.operation == "user.admin_revoked"))
     assert revoked is not None and revoked.after == {"roles": "requester"}
+
+
+class _Statements:
+    """Counts the statements a piece of work sends, by their first word."""
+
+    def __init__(self, db: Database) -> None:
+        self.words: list[str] = []
+        self._db = db
+
+    def __enter__(self) -> _Statements:
+        event.listen(self._db.engine.sync_engine, "before_cursor_execute", self._seen)
+        self._db.driver_statement_listeners.append(self._sent)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self._db.engine.sync_engine, "before_cursor_execute", self._seen)
+        self._db.driver_statement_listeners.remove(self._sent)
+
+    def _seen(self, _conn, _cursor, statement: str, *_args) -> None:
+        self._sent(statement)
+
+    def _sent(self, statement: str) -> None:
+        self.words.append(statement.split(None, 1)[0].upper())
+
+    @property
+    def writes(self) -> int:
+        return sum(w in ("INSERT", "UPDATE", "DELETE") for w in self.words)
+
+
+def _service(db: Database, clock: FakeClock, admin_ids: tuple[int, ...] = ()) -> users.Users:
+    return users.Users(db, clock, default_language="en", admin_ids=admin_ids)
+
+
+async def test_a_returning_user_costs_one_read_and_no_write(db: Database) -> None:
+    service = _service(db, FakeClock())
+    first = await service.ensure(telegram_id=777, display_name="Ann", client_language="fr")
+    with _Statements(db) as seen:
+        again = await service.ensure(telegram_id=777, display_name="Ann", client_language="fr")
+    assert again.id == first.id and again.language == "fr" and not again.is_new
+    assert seen.words.count("SELECT") == 1
+    assert seen.writes == 0
+
+
+async def test_a_long_name_does_not_cost_a_write_on_every_update(db: Database) -> None:
+    service = _service(db, FakeClock())
+    name = "Ann " * 100
+    await service.ensure(telegram_id=778, display_name=name, client_language=None)
+    with _Statements(db) as seen:
+        user = await service.ensure(telegram_id=778, display_name=name, client_language=None)
+    assert user.display_name == name[: users.MAX_NAME_LENGTH]
+    assert seen.writes == 0
+
+
+async def test_a_renamed_user_is_updated(db: Database) -> None:
+    service = _service(db, FakeClock())
+    await service.ensure(telegram_id=779, display_name="Ann", client_language=None)
+    renamed = await service.ensure(telegram_id=779, display_name="Annie", client_language=None)
+    assert renamed.display_name == "Annie"
+    assert (await service.ensure(telegram_id=779, display_name="", client_language=None)
+            ).display_name == "Annie"
+
+
+async def test_admin_ids_apply_to_a_returning_user_both_ways(db: Database) -> None:
+    clock = FakeClock()
+    user = await _service(db, clock).ensure(telegram_id=780, display_name="A", client_language=None)
+    assert not user.is_admin
+    promoted = await _service(db, clock, admin_ids=(780,)).ensure(
+        telegram_id=780, display_name="A", client_language=None
+    )
+    assert promoted.is_admin
+    demoted = await _service(db, clock).ensure(
+        telegram_id=780, display_name="A", client_language=None
+    )
+    assert not demoted.is_admin and Role.REQUESTER in demoted.roles

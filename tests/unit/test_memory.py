@@ -23,3 +23,17 @@ def test_startup_objects_are_frozen_and_garbage_is_collected_first() -> None:
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()  # the rest of the test session collects as usual
+
+
+def test_response_models_survive_full_collections() -> None:
+    """aiogram asks pydantic for Response[Message] on every call; pydantic caches it weakly.
+    Kept alive, the class asked for after a full collection is the one built before it."""
+    from aiogram.methods.base import Response
+    from aiogram.types import Message
+
+    from bot.memory import keep_response_models
+
+    keep_response_models()
+    before = id(Response[Message])
+    gc.collect()
+    assert id(Response[Message]) == before

@@ -27,11 +27,12 @@ from aiogram.types import InputMediaPhoto
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot.telegram_pacing import TelegramPacer, message_target
+from bot.telegram_pacing import message_target
 from services.clock import FakeClock
 from services.notifications.channels.whatsapp_limits import MemoryMessagingLimit
 from services.notifications.pacing import MemoryRateLimiter, RateLimiter
 from services.notifications.pacing_redis import RedisMessagingLimit, RedisRateLimiter
+from services.notifications.pacing_telegram import TelegramPacer
 from tests.conftest import TEST_REDIS_URL
 
 NO_REDIS = "TEST_REDIS_URL is not set: Redis variants skipped"

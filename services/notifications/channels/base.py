@@ -1,4 +1,4 @@
-"""The interface every channel implements, and what it is given to send."""
+"""The interface every channel implements, what it is given to send, and its plain-text form."""
 
 from __future__ import annotations
 
@@ -65,6 +65,21 @@ class SendResult:
     provider_message_id: str | None
     sender: str | None = None  # the sender used: bot id, phone-number id, from number, address
     address: str | None = None  # where it went: chat id, number, e-mail address
+
+
+def render_text(message: Outgoing) -> str:
+    """Plain text for a channel without templates or media: text, "name: params", caption + URL."""
+    if message.text:
+        return message.text
+    if message.template:
+        params = ", ".join(str(p) for p in message.template.get("params") or ())
+        name = str(message.template.get("name") or "")
+        return f"{name}: {params}" if params else name
+    if message.media:
+        caption = str(message.media.get("caption") or "")
+        source = str(message.media.get("source") or "")
+        return f"{caption}\n{source}".strip()
+    return ""
 
 
 class Channel(Protocol):

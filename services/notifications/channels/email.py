@@ -13,8 +13,13 @@ from email.utils import formatdate
 
 import aiosmtplib
 
-from services.notifications.channels.base import ChannelName, Outgoing, Recipient, SendResult
-from services.notifications.channels.sms import render_text
+from services.notifications.channels.base import (
+    ChannelName,
+    Outgoing,
+    Recipient,
+    SendResult,
+    render_text,
+)
 from services.notifications.classify import classify_smtp
 from services.notifications.failures import ChannelError, Failure, FailureClass
 

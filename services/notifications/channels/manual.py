@@ -15,8 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.engine import Database
 from database.models import ManualTask
 from services.clock import Clock
-from services.notifications.channels.base import ChannelName, Outgoing, Recipient, SendResult
-from services.notifications.channels.sms import render_text
+from services.notifications.channels.base import (
+    ChannelName,
+    Outgoing,
+    Recipient,
+    SendResult,
+    render_text,
+)
 
 
 def describe(recipient: Recipient, message: Outgoing) -> str:

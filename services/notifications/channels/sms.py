@@ -3,8 +3,9 @@
 One form-encoded `POST .../Accounts/{sid}/Messages.json` with HTTP Basic auth per message; the
 sender's rate (`TWILIO_RATE_PER_SECOND`, 1/s for a long code) is kept by sleeping briefly through
 the shared RateLimiter. Failures are classified on Twilio's error code (classify.classify_twilio);
-delivery failures (30xxx) arrive later in the StatusCallback. Wire format:
-/work/shared/reference/whatsapp-facts.md section 6.
+delivery failures (30xxx) arrive later in the StatusCallback. Wire format: Twilio's Messages
+API, `POST https://api.twilio.com/2010-04-01/Accounts/{AccountSid}/Messages.json`
+(https://www.twilio.com/docs/messaging/api/message-resource).
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from typing import Any
 import aiohttp
 
 from services.clock import Clock
-from services.notifications.channels.base import ChannelName, Outgoing, Recipient, SendResult
+from services.notifications.channels.base import (
+    ChannelName,
+    Outgoing,
+    Recipient,
+    SendResult,
+    render_text,
+)
 from services.notifications.classify import classify_twilio
 from services.notifications.failures import ChannelError, Failure, FailureClass
 from services.notifications.pacing import RateLimiter, acquire
@@ -33,21 +40,6 @@ def e164(phone: str | None) -> str | None:
     if not number.startswith("+"):
         number = "+" + number
     return number if _E164.fullmatch(number) else None
-
-
-def render_text(message: Outgoing) -> str:
-    """Plain text for a channel without templates or media: text, "name: params", caption + URL."""
-    if message.text:
-        return message.text
-    if message.template:
-        params = ", ".join(str(p) for p in message.template.get("params") or ())
-        name = str(message.template.get("name") or "")
-        return f"{name}: {params}" if params else name
-    if message.media:
-        caption = str(message.media.get("caption") or "")
-        source = str(message.media.get("source") or "")
-        return f"{caption}\n{source}".strip()
-    return ""
 
 
 def _refused(kind: FailureClass, code: str, text: str, **extra: Any) -> ChannelError:

@@ -3,11 +3,15 @@
 Pacing is not done here: the Telegram limiter sits in the bot's session request middleware, so
 handler replies and outbox deliveries share one budget (ARCHITECTURE.md principle 6). Texts are
 plain (parse mode off): a notification text with "<" or "&" must arrive as written, whatever the
-Bot's default parse mode is.
+Bot's default parse mode is. A notification's buttons are domain actions (`services.actions`);
+the function that packs one into callback data is given by whoever builds the channel (the
+handlers define it, beside the code that decodes it).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -15,10 +19,18 @@ from aiogram import Bot
 from aiogram.exceptions import AiogramError
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
-from services.notifications.channels.base import ChannelName, Outgoing, Recipient, SendResult
-from services.notifications.channels.sms import render_text
+from services.actions import Action
+from services.notifications.channels.base import (
+    ChannelName,
+    Outgoing,
+    Recipient,
+    SendResult,
+    render_text,
+)
 from services.notifications.classify import classify_telegram
 from services.notifications.failures import ChannelError, Failure, FailureClass
+
+log = logging.getLogger(__name__)
 
 PROVIDER = "telegram"
 
@@ -28,8 +40,9 @@ class TelegramChannel:
     max_text_length = 4096
     max_caption_length = 1024
 
-    def __init__(self, bot: Bot) -> None:
+    def __init__(self, bot: Bot, *, pack_action: Callable[[Action], str]) -> None:
         self.bot = bot
+        self.pack_action = pack_action
 
     @property
     def enabled(self) -> bool:
@@ -78,16 +91,28 @@ class TelegramChannel:
                 Failure(FailureClass.PERMANENT, PROVIDER, "empty", "nothing to send")
             )
         return await self.bot.send_message(
-            chat_id=chat_id, text=text, parse_mode=None, reply_markup=_keyboard(message)
+            chat_id=chat_id, text=text, parse_mode=None, reply_markup=self._keyboard(message)
         )
 
+    def _keyboard(self, message: Outgoing) -> InlineKeyboardMarkup | None:
+        """The inline buttons a notification carries (an alert's "Retry failed"), one a row."""
+        buttons = [
+            InlineKeyboardButton(text=str(b["text"]), callback_data=data)
+            for b in message.extra.get("buttons") or []
+            if b.get("text") and (data := self._callback_data(message, b)) is not None
+        ]
+        return InlineKeyboardMarkup(inline_keyboard=[[b] for b in buttons]) if buttons else None
 
-def _keyboard(message: Outgoing) -> InlineKeyboardMarkup | None:
-    """Inline buttons ({"text", "callback_data"}) a notification carries, e.g. an alert's
-    "Retry failed"; callback data over Telegram's 64 bytes is dropped rather than refused."""
-    buttons = [
-        InlineKeyboardButton(text=str(b["text"]), callback_data=str(b["callback_data"]))
-        for b in message.extra.get("buttons") or []
-        if b.get("text") and 0 < len(str(b.get("callback_data", "")).encode()) <= 64
-    ]
-    return InlineKeyboardMarkup(inline_keyboard=[[b] for b in buttons]) if buttons else None
+    def _callback_data(self, message: Outgoing, button: dict[str, Any]) -> str | None:
+        if "callback_data" in button:
+            # Stored before buttons were actions: callback data already, sent as it is.
+            return str(button["callback_data"])
+        try:
+            action = Action.from_payload(button)
+        except (KeyError, TypeError, ValueError):
+            # An action this version does not know (stored by a newer one): the message is
+            # still worth sending without that button.
+            log.warning("notification %s: button %r dropped, not an action this version knows",
+                        message.notification_id, button)
+            return None
+        return self.pack_action(action)

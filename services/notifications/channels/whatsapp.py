@@ -6,7 +6,8 @@ pair rate (about one message per 6 s per recipient: refused at once as RATE_LIMI
 slept on), an optional daily cap per sender, and the portfolio's messaging limit on unique users
 messaged outside their 24 h window. A provider answer is classified on Meta's error code
 (classify.classify_whatsapp); a refusal that belongs to one sender number moves this send to the
-next number. Wire format: /work/shared/reference/whatsapp-facts.md section 1.
+next number. Wire format: `POST https://graph.facebook.com/v{N}/{PHONE_NUMBER_ID}/messages`,
+https://developers.facebook.com/docs/whatsapp/cloud-api/reference/messages.
 """
 
 from __future__ import annotations

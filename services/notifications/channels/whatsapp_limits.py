@@ -3,8 +3,9 @@
 Meta limits how many *unique* users a business may message outside their 24 h customer-service
 window in a moving 24 h; since Oct 2025 the limit belongs to the business portfolio and is shared
 by all its sender numbers. Tiers: 250, 2,000, 10,000, 100,000, unlimited
-(/work/shared/reference/whatsapp-facts.md section 5). Going over is not answered with a clean
-error code, so the channel asks this limit before every business-initiated send.
+(https://developers.facebook.com/documentation/business-messaging/whatsapp/messaging-limits).
+Going over is not answered with a clean error code, so the channel asks this limit before every
+business-initiated send.
 """
 
 from __future__ import annotations
