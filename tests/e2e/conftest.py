@@ -1,5 +1,11 @@
-"""End-to-end fixtures: the fake Bot API in this process, the bot in another one.
+"""Process tests: the fake Bot API in this process, the bot in another one.
 
+Only what needs a process lives here: start-up and configuration errors, signals and shutdown,
+restarts, several processes, webhook mode, what the process prints. Conversations are tested
+in-process (tests/conversations/), in milliseconds instead of a process start each.
+
+Every test in this directory is marked `process` (a module's `pytestmark` would do it for that
+module only; a conftest's does nothing), so `pytest -m "not process"` runs the fast tier alone.
 Every bot process's output is checked for the bot token when it ends: it must never be printed,
 even at DEBUG level.
 """
@@ -7,6 +13,7 @@ even at DEBUG level.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -15,9 +22,15 @@ from tests.e2e.delivery import Providers, running_providers
 from tests.e2e.harness import TOKEN, BotProcess, bot_env
 from tests.fakes.telegram import FakeTelegram
 
-pytestmark = pytest.mark.e2e
+HERE = Path(__file__).resolve().parent
 
 StartBot = Callable[..., Awaitable[BotProcess]]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.resolve().is_relative_to(HERE):
+            item.add_marker(pytest.mark.process)
 
 
 @pytest.fixture

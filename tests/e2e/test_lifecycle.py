@@ -1,4 +1,9 @@
-"""Starting, refusing to start, and stopping gracefully, as an operator sees it."""
+"""Starting, refusing to start, and stopping gracefully, as an operator sees it.
+
+Each of these needs the bot as an OS process: a signal and the exit status, what the process
+prints when its configuration is wrong, the web server a started process serves, and webhook
+mode. What the bot says to people is tested in-process (tests/conversations/).
+"""
 
 from __future__ import annotations
 

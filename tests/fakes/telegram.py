@@ -382,6 +382,14 @@ class FakeTelegram:
 
     def queue_update(self, update: dict[str, Any]) -> int:
         """Queue a raw update; assigns update_id when missing. Returns the update_id."""
+        update = self._register(update)
+        self._pending.append(update)
+        self._notify()
+        return update["update_id"]
+
+    def _register(self, update: dict[str, Any]) -> dict[str, Any]:
+        """Everything queueing an update does but queueing it: its update_id, its callback
+        query id made known, its message stored. Returns the (copied) update."""
         update = copy.deepcopy(update)
         update_id = update.setdefault("update_id", self._next_update_id)
         if not isinstance(update_id, int) or isinstance(update_id, bool):
@@ -395,9 +403,7 @@ class FakeTelegram:
             self._messages.setdefault((chat_id, message_id), copy.deepcopy(message))
             last = self._last_message_id.get(chat_id, 0)
             self._last_message_id[chat_id] = max(last, message_id)
-        self._pending.append(update)
-        self._notify()
-        return update_id
+        return update
 
     def message(
         self,
@@ -411,6 +417,26 @@ class FakeTelegram:
         contact: dict[str, Any] | None = None,
     ) -> int:
         """Queue a message from a user (private chat unless chat_id says otherwise)."""
+        update = self.message_update(
+            user_id, text, chat_id=chat_id, first_name=first_name,
+            language_code=language_code, username=username, contact=contact,
+        )
+        return self.queue_update(update)
+
+    def message_update(
+        self,
+        user_id: int,
+        text: str,
+        *,
+        chat_id: int | None = None,
+        first_name: str = "User",
+        language_code: str = "en",
+        username: str | None = None,
+        contact: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The update `message()` queues, without queueing it: for tests that feed a Dispatcher
+        in-process (`Update.model_validate(update, context={"bot": bot})`). The message is
+        stored and its id taken, as if it had been queued, so the bot can edit or reply to it."""
         user: dict[str, Any] = {
             "id": user_id,
             "is_bot": False,
@@ -430,7 +456,7 @@ class FakeTelegram:
         if contact is not None:
             content["contact"] = {"first_name": first_name, "user_id": user_id, **contact}
         stored = self._store_message(user_id if chat_id is None else chat_id, user, content)
-        return self.queue_update({"message": stored})
+        return self._register({"message": stored})
 
     def callback(
         self,
@@ -442,6 +468,22 @@ class FakeTelegram:
         language_code: str | None = None,
     ) -> int:
         """Queue a button press on message_id. Its query id is callback_query_id(update_id)."""
+        update = self.callback_update(
+            user_id, data, message_id=message_id, chat_id=chat_id, language_code=language_code
+        )
+        return self.queue_update(update)
+
+    def callback_update(
+        self,
+        user_id: int,
+        data: str,
+        *,
+        message_id: int,
+        chat_id: int | None = None,
+        language_code: str | None = None,
+    ) -> dict[str, Any]:
+        """The update `callback()` queues, without queueing it (see `message_update`); its
+        query id is known, so the bot may answer it."""
         chat_id = user_id if chat_id is None else chat_id
         user = dict(self._users.get(user_id) or {"id": user_id, "is_bot": False})
         user.setdefault("first_name", "User")
@@ -456,7 +498,7 @@ class FakeTelegram:
             "chat_instance": str(abs(chat_id) * 7 + 3),
             "data": data,
         }
-        return self.queue_update({"update_id": update_id, "callback_query": query})
+        return self._register({"update_id": update_id, "callback_query": query})
 
     @staticmethod
     def callback_query_id(update_id: int) -> str:
