@@ -5,8 +5,9 @@ Promises:
 - Nothing is read as data before its signature is checked on the raw body, with a constant-time
   comparison: WhatsApp's X-Hub-Signature-256 (HMAC-SHA256 of the body with the app secret) and
   Twilio's X-Twilio-Signature (HMAC-SHA1 of the URL Twilio called and the sorted POST params with
-  the auth token). A missing signature is answered 401, a wrong one 403; a provider whose secret
-  is not configured is answered 503 (and logged once), so nothing unverified is ever applied.
+  the auth token), both by one preamble (`Webhooks._signed_body`). A missing signature is answered
+  401, a wrong one 403; a provider whose secret is not configured is answered 503 (and logged
+  once), so nothing unverified is ever applied.
 - Bad input never causes a 500: too large -> 413; not JSON, not UTF-8, or not the shape Meta
   sends -> 400 with a short JSON error. In every refusal nothing was changed.
 - A verified delivery is applied in one unit of work (services.notifications.receipts), then
@@ -270,6 +271,37 @@ class _Warned:
             log.warning(message)
 
 
+@dataclass(frozen=True, slots=True)
+class _Signing:
+    """How one provider signs its calls: what the shared preamble needs to check one."""
+
+    name: str  # opens every log line about a refused call
+    header: str
+    max_body: int
+    secret_setting: str
+    unset_consequence: str  # appended to the warning logged when the secret is not set
+
+
+_WHATSAPP = _Signing(
+    name="WhatsApp webhook",
+    header="X-Hub-Signature-256",
+    max_body=WHATSAPP_MAX_BODY,
+    secret_setting="WHATSAPP_APP_SECRET",
+    unset_consequence=", so no delivery can be verified (Meta will retry until it is)",
+)
+_TWILIO = _Signing(
+    name="Twilio status callback",
+    header="X-Twilio-Signature",
+    max_body=TWILIO_MAX_BODY,
+    secret_setting="TWILIO_AUTH_TOKEN",
+    unset_consequence="",
+)
+
+# (secret, raw body) -> the signatures a genuine call may carry; MalformedWebhook when the body
+# cannot even be read far enough to compute them (Twilio signs the decoded form fields).
+_ExpectedSignatures = Callable[[str, bytes], list[str]]
+
+
 @dataclass
 class Webhooks:
     db: Database
@@ -294,6 +326,44 @@ class Webhooks:
         )
         return base.rstrip("/")
 
+    async def _signed_body(
+        self,
+        request: web.Request,
+        signing: _Signing,
+        secret: str | None,
+        expected: _ExpectedSignatures,
+    ) -> bytes | web.Response:
+        """The raw body once its signature checked out, or the refusal to answer with.
+
+        In this order: secret not configured -> 503 (logged once); body over the limit -> 413;
+        no signature header -> 401; body unreadable for signing -> 400; wrong signature -> 403.
+        """
+        if not secret:
+            self._warned.warn(
+                signing.secret_setting,
+                f"{signing.name} refused: {signing.secret_setting} is not set"
+                f"{signing.unset_consequence}",
+            )
+            return _error(503, "webhook not configured")
+        try:
+            body = await _read_limited(request, signing.max_body)
+        except _TooLarge:
+            log.warning("%s refused: body over %d bytes", signing.name, signing.max_body)
+            return _error(413, "body too large")
+        signature = request.headers.get(signing.header)
+        if not signature:
+            log.warning("%s refused: no %s", signing.name, signing.header)
+            return _error(401, "missing signature")
+        try:
+            candidates = expected(secret, body)
+        except MalformedWebhook as exc:
+            log.warning("%s refused: %s", signing.name, exc)
+            return _error(400, str(exc))
+        if not any(_same(signature.strip(), candidate) for candidate in candidates):
+            log.warning("%s refused: wrong %s", signing.name, signing.header)
+            return _error(403, "wrong signature")
+        return body
+
     # --- WhatsApp ---------------------------------------------------------------------------
 
     async def whatsapp_verify(self, request: web.Request) -> web.Response:
@@ -317,25 +387,12 @@ class Webhooks:
 
     async def whatsapp_receive(self, request: web.Request) -> web.Response:
         """Meta's POST: verify the signature, then apply statuses and messages in one unit."""
-        if not self.whatsapp_app_secret:
-            self._warned.warn(
-                "app_secret",
-                "WhatsApp webhook refused: WHATSAPP_APP_SECRET is not set, so no delivery can "
-                "be verified (Meta will retry until it is)",
-            )
-            return _error(503, "webhook not configured")
-        try:
-            body = await _read_limited(request, WHATSAPP_MAX_BODY)
-        except _TooLarge:
-            log.warning("WhatsApp webhook refused: body over %d bytes", WHATSAPP_MAX_BODY)
-            return _error(413, "body too large")
-        signature = request.headers.get("X-Hub-Signature-256")
-        if not signature:
-            log.warning("WhatsApp webhook refused: no X-Hub-Signature-256")
-            return _error(401, "missing signature")
-        if not _same(signature.strip(), whatsapp_signature(self.whatsapp_app_secret, body)):
-            log.warning("WhatsApp webhook refused: wrong X-Hub-Signature-256")
-            return _error(403, "wrong signature")
+        body = await self._signed_body(
+            request, _WHATSAPP, self.whatsapp_app_secret,
+            lambda secret, body: [whatsapp_signature(secret, body)],
+        )
+        if isinstance(body, web.Response):
+            return body
         try:
             payload = _json(body)
             statuses, messages = parse_whatsapp(payload)
@@ -378,33 +435,16 @@ class Webhooks:
 
     async def twilio_status(self, request: web.Request) -> web.Response:
         """A Twilio status callback: verify, then apply MessageStatus to the SMS it is about."""
-        if not self.twilio_auth_token:
-            self._warned.warn(
-                "twilio_token",
-                "Twilio status callback refused: TWILIO_AUTH_TOKEN is not set",
-            )
-            return _error(503, "webhook not configured")
-        try:
-            body = await _read_limited(request, TWILIO_MAX_BODY)
-        except _TooLarge:
-            log.warning("Twilio status callback refused: body over %d bytes", TWILIO_MAX_BODY)
-            return _error(413, "body too large")
-        signature = request.headers.get("X-Twilio-Signature")
-        if not signature:
-            log.warning("Twilio status callback refused: no X-Twilio-Signature")
-            return _error(401, "missing signature")
-        try:
-            form = MultiDict(
-                parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-            )
-        except UnicodeDecodeError:
-            log.warning("Twilio status callback refused: body is not UTF-8")
-            return _error(400, "the body is not UTF-8 form data")
         url = self._base_url() + request.raw_path
-        expected = [twilio_signature(self.twilio_auth_token, u, form) for u in _url_variants(url)]
-        if not any(_same(signature.strip(), e) for e in expected):
-            log.warning("Twilio status callback refused: wrong X-Twilio-Signature")
-            return _error(403, "wrong signature")
+
+        def expected(token: str, body: bytes) -> list[str]:
+            form = _form(body)
+            return [twilio_signature(token, u, form) for u in _url_variants(url)]
+
+        body = await self._signed_body(request, _TWILIO, self.twilio_auth_token, expected)
+        if isinstance(body, web.Response):
+            return body
+        form = _form(body)  # decoded once already while checking the signature, so it decodes
         sid = form.get("MessageSid") or form.get("SmsSid") or ""
         status = form.get("MessageStatus") or form.get("SmsStatus") or ""
         if not sid or not status or len(sid) > MAX_ID_LENGTH or len(status) > 32:
@@ -435,6 +475,15 @@ class Webhooks:
         log.info("Twilio status callback %s%s: %s", status[:16],
                  f" ({error_code[:8]})" if error_code else "", outcome.value)
         return web.Response(text=EMPTY_TWIML, content_type="text/xml")
+
+
+def _form(body: bytes) -> MultiDict[str]:
+    """A form-encoded body -> its fields; MalformedWebhook when it is not UTF-8."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedWebhook("the body is not UTF-8 form data") from None
+    return MultiDict(parse_qsl(text, keep_blank_values=True, strict_parsing=False))
 
 
 def _json(body: bytes) -> Any:

@@ -16,7 +16,7 @@ failure later in a status callback. ``send_status_callback`` posts such a
 callback, signed with ``X-Twilio-Signature`` as Twilio does, and ``fail_next``
 with a 30xxx code schedules one automatically.
 
-Wire formats and sources (collected in /work/shared/reference/whatsapp-facts.md):
+Wire formats and sources (Twilio's documentation and the public code named):
 - Endpoint, form fields, StatusCallback parameters (MessageSid, MessageStatus,
   ErrorCode): twilio/twilio-go ``rest/api/v2010/docs/AccountsMessagesApi.md``.
 - Message resource fields, RFC 2822 dates, initial status "queued" (or
@@ -27,8 +27,8 @@ Wire formats and sources (collected in /work/shared/reference/whatsapp-facts.md)
   21603 (twilio/starter-python #5), 20003 "Authenticate" with HTTP 401
   (twilio-python #42, twilio-video-app-react #841).
 - X-Twilio-Signature = base64(HMAC-SHA1(auth token, URL + each POST parameter
-  sorted by name as name+value)): twilio.com/docs/usage/webhooks/webhooks-security;
-  test vector from Twilio's docs in the facts file.
+  sorted by name as name+value)): https://www.twilio.com/docs/usage/webhooks/webhooks-security;
+  test vector from that page's example.
 
 Run it standalone with ``python -m tests.fakes.twilio --port 8091``.
 """

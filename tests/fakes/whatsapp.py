@@ -20,7 +20,7 @@ server error, ``delay`` slows every answer, ``set_invalid_number`` makes one
 recipient undeliverable, and ``enforce_limits`` turns on the throughput
 (130429) and pair rate (131056) limits.
 
-Wire formats and sources (collected in /work/shared/reference/whatsapp-facts.md):
+Wire formats and sources (Meta's documentation and the public code named):
 - Send request, response and mark-as-read bodies: Meta's Cloud API messages
   reference as used by david-lev/pywa (``pywa/api.py``) and Neurotech-HQ/heyoo.
 - Error body (message, type, code, error_data.details, fbtrace_id; error_subcode
@@ -35,11 +35,12 @@ Wire formats and sources (collected in /work/shared/reference/whatsapp-facts.md)
   issue #43. 'Unexpected key "x" on param "y"': WhatsApp/WhatsApp-Nodejs-SDK issue #21.
   A "00"-prefixed recipient answered with (#100) Invalid parameter:
   gabrieldwight/Whatsapp-Business-Cloud-Api-Net issue #31.
-- ``to`` is the number with country code, digits only, no "+" (facts file, heyoo #99).
+- ``to`` is the number with country code, digits only, no "+" (Neurotech-HQ/heyoo issue #99).
 - Text body at most 4096 characters; 80 messages/s per number by default;
   about one message per 6 s to the same user (131056).
 - Webhook: X-Hub-Signature-256 = "sha256=" + hex HMAC-SHA256(app secret, raw body);
-  payload shape from Meta's sample payloads.
+  payload shape from Meta's sample payloads:
+  https://developers.facebook.com/docs/whatsapp/cloud-api/webhooks
 
 Run it standalone with ``python -m tests.fakes.whatsapp --port 8090``.
 """
