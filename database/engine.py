@@ -137,6 +137,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("pool_reset_on_return", None)  # see _on_reset below
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine)
         return engine
@@ -181,6 +182,19 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(dbapi_connection: Any, _record: Any, state: Any) -> None:
+        # In place of the pool's rollback on return, which is a trip to aiosqlite's thread for
+        # every connection handed back: with isolation_level None a connection is only in a
+        # transaction after a BEGIN, so one that is not has nothing to roll back (the reads of
+        # Database.fetch_one). One left in a transaction is rolled back as before.
+        if (
+            state.asyncio_safe
+            and not state.transaction_was_reset
+            and dbapi_connection.driver_connection.in_transaction
+        ):
+            dbapi_connection.rollback()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -293,12 +307,9 @@ class Database:
                         row: Sequence[Any] | None = await pg.fetchrow(sql, *values)
                         return row
                 raw: Any = (await connection.get_raw_connection()).driver_connection
-                cursor = await raw.execute(sql, values)
-                try:
-                    found: Sequence[Any] | None = await cursor.fetchone()
-                    return found
-                finally:
-                    await cursor.close()
+                # One trip to aiosqlite's thread (execute, fetch and close in one call).
+                rows = await raw.execute_fetchall(sql, values)
+                return rows[0] if rows else None
 
         return await self._retried(once)
 

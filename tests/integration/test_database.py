@@ -171,3 +171,22 @@ def test_sqlite_busy_from_the_driver_counts_as_transient() -> None:
 
     assert is_transient(sqlite3.OperationalError("database is locked"))
     assert not is_transient(sqlite3.OperationalError("no such table: users"))
+
+
+async def test_a_sqlite_connection_returned_mid_transaction_is_rolled_back(tmp_path) -> None:
+    """The pool rolls back on return only a connection that is in a transaction (the reset
+    listener in database/engine.py); one left mid-transaction must still come back clean."""
+    db = Database.from_url(f"sqlite+aiosqlite:///{tmp_path / 'reset.db'}", pool_size=1)
+    try:
+        await db.run(lambda s: s.execute(text("CREATE TABLE scratch (id INTEGER PRIMARY KEY)")))
+        async with db.engine.connect() as connection:
+            raw = (await connection.get_raw_connection()).driver_connection
+            await raw.execute("BEGIN")
+            await raw.execute("INSERT INTO scratch (id) VALUES (1)")
+            assert raw.in_transaction
+        async with db.engine.connect() as connection:
+            raw = (await connection.get_raw_connection()).driver_connection
+            assert not raw.in_transaction
+        assert await db.read(lambda s: s.scalar(text("SELECT count(*) FROM scratch"))) == 0
+    finally:
+        await db.dispose()
