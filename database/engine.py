@@ -378,9 +378,12 @@ class Database:
         )
 
     async def ping(self) -> bool:
-        """True when the database answers a trivial query."""
+        """True when the database answers a trivial query; takes no writer's turn (a flood of
+        readiness probes must not queue behind, or hold up, the units of work)."""
         try:
             async with self.engine.connect() as conn:
+                if self._writer_turn is not None:
+                    await conn.execution_options(**{_READ_ONLY: True})
                 await conn.execute(text("SELECT 1"))
         except (DBAPIError, OSError) as exc:
             log.warning("database ping failed: %s", type(exc).__name__)

@@ -190,3 +190,22 @@ async def test_a_sqlite_connection_returned_mid_transaction_is_rolled_back(tmp_p
         assert await db.read(lambda s: s.scalar(text("SELECT count(*) FROM scratch"))) == 0
     finally:
         await db.dispose()
+
+
+async def test_ping_answers_while_a_writer_holds_its_turn(db: Database) -> None:
+    """The readiness probe does not queue behind a unit of work (on SQLite it used to take
+    the writer's lock with BEGIN IMMEDIATE)."""
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_writer(session) -> None:
+        await session.execute(text("SELECT 1"))
+        holding.set()
+        await release.wait()
+
+    writer = asyncio.create_task(db.run(slow_writer))
+    try:
+        await asyncio.wait_for(holding.wait(), 10)
+        assert await asyncio.wait_for(db.ping(), 5) is True
+    finally:
+        release.set()
+        await writer
