@@ -346,7 +346,9 @@ class Database:
             if self.attempts < 2 or not is_transient(exc):
                 raise
             self._log_retry(1, exc)
-        await asyncio.sleep(random.uniform(0, 0.1))  # as tenacity's first wait would
+        # Random exponential waits: up to 0.1 s before the second try, then 0.2, 0.4... (1 s
+        # at most), as wait_random_exponential(0.05) counted from the first try would give.
+        await asyncio.sleep(random.uniform(0, 0.1))
         async for attempt in self._retrying():
             with attempt:
                 return await once()
@@ -361,7 +363,7 @@ class Database:
         return AsyncRetrying(
             retry=retry_if_exception(is_transient),
             stop=stop_after_attempt(self.attempts - 1),
-            wait=wait_random_exponential(multiplier=0.05, max=1.0),
+            wait=wait_random_exponential(multiplier=0.1, max=1.0),  # its count starts at 1
             reraise=True,
             before_sleep=lambda state: self._log_retry(
                 state.attempt_number + 1,

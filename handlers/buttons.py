@@ -22,6 +22,14 @@ class RetryDeadLettersLike(CallbackData, prefix="nfr"):
     target: int
 
 
+class LegacyRetryDeadLetters(CallbackData, prefix="nf"):
+    """"nf:retry:<kind>": the "Retry failed" button of alerts sent before buttons were actions.
+    Still honoured, so an alert already in an admin's chat keeps working."""
+
+    action: str
+    kind: str
+
+
 _PACKERS: dict[ActionName, Callable[[int], CallbackData]] = {
     ActionName.RETRY_DEAD_LETTERS_LIKE: lambda target: RetryDeadLettersLike(target=target),
 }

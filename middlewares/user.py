@@ -1,4 +1,5 @@
-"""Loads the user behind every update (creating them on first contact) in its own unit of work."""
+"""Loads the user behind every update, creating them on first contact (`services.users.Users`):
+for a returning user one read, and a write only when their name or admin right changed."""
 
 from __future__ import annotations
 

@@ -72,12 +72,15 @@ async def ensure_telegram_user(
     admin: bool,
     now: datetime,
 ) -> UserView:
-    """Load the user with this Telegram id, creating them on first contact."""
+    """Load the user with this Telegram id, creating them on first contact.
+
+    On a returning user it syncs the name and the admin right; `_needs_update` says whether
+    it would, so `Users.ensure` can skip this unit of work: change both together."""
     user = await session.scalar(select(User).where(User.telegram_id == telegram_id))
     if user is not None:
         changed = False
-        if display_name and user.display_name != display_name[:MAX_NAME_LENGTH]:
-            user.display_name = display_name[:MAX_NAME_LENGTH]
+        if (name := _new_name(user.display_name, display_name)) is not None:
+            user.display_name = name
             changed = True
         if admin != (Role.ADMIN in user.role_set):
             # ADMIN_IDS is the source of truth, both ways: removing an id takes the rights away.
@@ -171,10 +174,17 @@ def _roles(stored: str) -> frozenset[Role]:
     return frozenset(Role(r) for r in stored.split(",") if r)
 
 
+def _new_name(stored: str, display_name: str) -> str | None:
+    """The name to store when Telegram's (cut to fit the column) differs; None when it does
+    not, or when Telegram gave none."""
+    name = display_name[:MAX_NAME_LENGTH]
+    return name if name and name != stored else None
+
+
 def _needs_update(user: UserView, display_name: str, admin: bool) -> bool:
-    """What ensure_telegram_user would change for this returning user."""
-    renamed = bool(display_name) and user.display_name != display_name[:MAX_NAME_LENGTH]
-    return renamed or admin != user.is_admin
+    """Whether ensure_telegram_user would change this returning user: what it syncs from each
+    update is the name and the admin right (ADMIN_IDS); keep the two lists together."""
+    return _new_name(user.display_name, display_name) is not None or admin != user.is_admin
 
 
 class Users:

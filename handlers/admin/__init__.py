@@ -13,8 +13,10 @@ def setup() -> Router:
     router = Router(name="admin")
     guard = AdminGuard()
     # Inner middlewares: they run once a handler's filters matched, so an ordinary message
-    # that no admin handler takes passes by untouched.
-    router.message.middleware(guard)
-    router.callback_query.middleware(guard)
+    # that no admin handler takes passes by untouched. On every kind of event, so an admin
+    # handler added later for another kind is guarded too; child routers inherit them.
+    for name, observer in router.observers.items():
+        if name != "error":
+            observer.middleware(guard)
     router.include_router(notifications.setup())
     return router

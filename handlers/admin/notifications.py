@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from aiogram import Router
+from aiogram import F, Router
 from aiogram.types import CallbackQuery
 from aiogram.utils.i18n import gettext as _
 
-from handlers.buttons import RetryDeadLettersLike
-from services.notifications.dead_letters import DeadLetters
+from handlers.buttons import LegacyRetryDeadLetters, RetryDeadLettersLike
+from services.notifications.dead_letters import DeadLetters, RetryResult
 from services.users import UserView
 
 
@@ -18,6 +18,20 @@ async def retry_failed(
     dead_letters: DeadLetters,
 ) -> None:
     result = await dead_letters.retry_like(callback_data.target, actor_id=user.id)
+    await _answer(query, result)
+
+
+async def retry_failed_legacy(
+    query: CallbackQuery,
+    callback_data: LegacyRetryDeadLetters,
+    user: UserView,
+    dead_letters: DeadLetters,
+) -> None:
+    result = await dead_letters.retry_kind(callback_data.kind, actor_id=user.id)
+    await _answer(query, result)
+
+
+async def _answer(query: CallbackQuery, result: RetryResult) -> None:
     if result.count:
         text = _("Sending {count} failed notification(s) of kind {kind} again.")
     elif result.kind is not None:
@@ -30,4 +44,7 @@ async def retry_failed(
 def setup() -> Router:
     router = Router(name="admin-notifications")
     router.callback_query.register(retry_failed, RetryDeadLettersLike.filter())
+    router.callback_query.register(
+        retry_failed_legacy, LegacyRetryDeadLetters.filter(F.action == "retry")
+    )
     return router

@@ -16,7 +16,9 @@ file by file:
 5. receipts: `receipts` applies a provider's later delivered/read/failed report to the row; a
    failure takes the next channel or dead-letters it by the same `transitions` rules.
 
-`transitions` holds every state change (next channel, wait, dead letter, restart, wake-up);
+`transitions` holds every move along the chain (next channel, wait, dead letter, restart) and
+the wake-up; leases are taken and released in `batches` and `outbox`, cancel and archive are
+`outbox`'s;
 `dead_letters` tells the admins about a dead letter and sends dead letters again at their
 request; `outbox` also holds the admins' other actions and the statistics.
 """

@@ -83,9 +83,17 @@ class DeadLetters:
             )
             if kind is None:
                 return RetryResult(None, 0)
-            count = await outbox.retry_all_failed(
-                session, now=self.clock.now(), kind=kind, actor_id=actor_id
-            )
-            return RetryResult(kind, count)
+            return await self._retry(session, kind, actor_id)
 
         return await self.db.run(work)
+
+    async def retry_kind(self, kind: str, *, actor_id: int) -> RetryResult:
+        """Send again every dead letter of `kind`: what the buttons of alerts sent before buttons
+        named a notification ("nf:retry:<kind>") still do."""
+        return await self.db.run(lambda session: self._retry(session, kind, actor_id))
+
+    async def _retry(self, session: AsyncSession, kind: str, actor_id: int) -> RetryResult:
+        count = await outbox.retry_all_failed(
+            session, now=self.clock.now(), kind=kind, actor_id=actor_id
+        )
+        return RetryResult(kind, count)

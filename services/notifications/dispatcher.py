@@ -67,7 +67,7 @@ class Dispatcher:
     ) -> None:
         self.db = db
         self.clock = clock
-        self.config = config = config or DispatcherConfig()
+        self._config = config = config or DispatcherConfig()
         self.owner = owner or new_owner()
         self._batches = batches_for(db.dialect)
         self.delivery = DeliveryPolicy(channels, clock, config)
@@ -84,6 +84,11 @@ class Dispatcher:
         self._states_changed = 0  # counts pauses/resumes committed here
         db.on_commit(transitions.WAKE_FLAG, self.wake)
         db.on_commit(outbox.STATES_FLAG, self._forget_states)
+
+    @property
+    def config(self) -> DispatcherConfig:
+        """Read-only: the delivery and recording parts were built with it."""
+        return self._config
 
     # --- lifecycle --------------------------------------------------------------------------
 

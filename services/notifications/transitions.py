@@ -2,7 +2,9 @@
 
 A notification is pending (due at `next_attempt_at`, on the channel at `channel_index` of its
 chain), sending (leased to a dispatcher), sent, failed (a dead letter), cancelled or archived.
-Every change the delivery path makes is decided here, as a `Step`, by a pure function:
+Every move along the chain of channels (and out of it) is decided here, as a `Step`, by a
+pure function; taking and releasing leases (`batches`, `outbox.release_expired_leases`) and an
+admin's cancel or archive (`outbox`) are not moves along the chain and live with their queries:
 
 - `wait`: pending again at a given time, on the same channel or a later one;
 - `move_to`: pending now on a later channel (the first usable one);

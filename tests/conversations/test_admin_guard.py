@@ -140,3 +140,47 @@ async def test_retry_button_of_a_notification_that_does_not_exist_is_no_longer_v
     assert replies.answer["text"] == "This button is no longer valid."
     assert replies.answer["show_alert"] is True
     assert await _status(chat.db, nid) == "failed"
+
+
+async def test_an_alert_button_sent_before_buttons_were_actions_still_retries_its_kind(
+    conversation: StartConversation,
+) -> None:
+    """Alerts already in an admin's chat carry "nf:retry:<kind>": pressing one still works,
+    and a non-admin replaying it is refused like any admin button."""
+    chat = await conversation(admin_ids=(ADMIN,))
+    first, other = await _dead_letters(chat, "request.update", "invoice.ready")
+
+    refused = await chat.press(BOB, "nf:retry:request.update", message_id=ALERT_MESSAGE_ID,
+                               chat_id=ADMIN)
+    assert refused.answer["text"] == REFUSED
+    assert await _status(chat.db, first) == "failed"
+
+    replies = await chat.press(ADMIN, "nf:retry:request.update", message_id=ALERT_MESSAGE_ID)
+    assert replies.answer["text"] == (
+        "Sending 1 failed notification(s) of kind request.update again."
+    )
+    assert await _status(chat.db, first) == "pending"
+    assert await _status(chat.db, other) == "failed"
+
+
+def test_every_admin_handler_in_the_production_dispatcher_is_behind_the_guard(
+    db: Database,
+) -> None:
+    """Walk the routers the bot really builds: any handler defined in handlers/admin, on any
+    kind of event, has the admin guard among the middlewares it runs through."""
+    from bot.app import build_dispatcher
+    from middlewares.admin import AdminGuard
+    from tests.conversations.harness import ExplicitSettings
+
+    settings = ExplicitSettings(bot_token="1:x", database_url="sqlite+aiosqlite:///:memory:")
+    dp, _ = build_dispatcher(settings, db, FakeClock())
+    checked = 0
+    for router in dp.chain_tail:
+        for name, observer in router.observers.items():
+            for handler in observer.handlers:
+                if not handler.callback.__module__.startswith("handlers.admin"):
+                    continue
+                checked += 1
+                guards = [m for m in observer._resolve_middlewares() if isinstance(m, AdminGuard)]
+                assert guards, f"{handler.callback.__qualname__} ({name}) is not guarded"
+    assert checked >= 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
@@ -151,12 +153,17 @@ class _Statements:
 
     def __enter__(self) -> _Statements:
         event.listen(self._db.engine.sync_engine, "before_cursor_execute", self._seen)
+        event.listen(self._db.engine.sync_engine, "begin", self._began)
         self._db.driver_statement_listeners.append(self._sent)
         return self
 
     def __exit__(self, *exc: object) -> None:
         event.remove(self._db.engine.sync_engine, "before_cursor_execute", self._seen)
+        event.remove(self._db.engine.sync_engine, "begin", self._began)
         self._db.driver_statement_listeners.remove(self._sent)
+
+    def _began(self, _conn) -> None:
+        self.words.append("TRANSACTION")
 
     def _seen(self, _conn, _cursor, statement: str, *_args) -> None:
         self._sent(statement)
@@ -181,6 +188,31 @@ async def test_a_returning_user_costs_one_read_and_no_write(db: Database) -> Non
     assert again.id == first.id and again.language == "fr" and not again.is_new
     assert seen.words.count("SELECT") == 1
     assert seen.writes == 0
+    # No transaction at all, so on SQLite no writer's lock (BEGIN IMMEDIATE) either.
+    assert "TRANSACTION" not in seen.words and "BEGIN" not in seen.words
+
+
+async def test_a_returning_user_is_loaded_while_a_writer_holds_its_turn(db: Database) -> None:
+    """Every update loads its user: that read must not queue behind a unit of work."""
+    service = _service(db, FakeClock())
+    await service.ensure(telegram_id=781, display_name="Ann", client_language="en")
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_writer(session) -> None:
+        await session.execute(select(func.count()).select_from(User))
+        holding.set()
+        await release.wait()
+
+    writer = asyncio.create_task(db.run(slow_writer))
+    try:
+        await asyncio.wait_for(holding.wait(), 10)
+        user = await asyncio.wait_for(
+            service.ensure(telegram_id=781, display_name="Ann", client_language="en"), 5
+        )
+        assert user.display_name == "Ann"
+    finally:
+        release.set()
+        await writer
 
 
 async def test_a_long_name_does_not_cost_a_write_on_every_update(db: Database) -> None:

@@ -17,4 +17,8 @@ async def test_the_updates_benchmark_runs_and_counts_statements(db: Database) ->
     # Every update loads its user; the Back press also reads the profile it redraws.
     assert result["reads_per_help"] >= 1 and result["reads_per_press"] >= 1
     assert result["reads_per_update"] > 0
+    # A returning user's update writes nothing and never takes SQLite's writer's lock.
+    assert result["writes_per_update"] == 0
+    assert result["writer_locks_per_update"] == 0
+    assert result["reads_per_help"] == 1
     assert len(targets(result)) == 4

@@ -32,6 +32,8 @@ from services.notifications.failures import ChannelError, Failure, FailureClass
 
 log = logging.getLogger(__name__)
 
+MAX_CALLBACK_DATA_BYTES = 64  # Telegram's limit on an inline button's callback_data
+
 PROVIDER = "telegram"
 
 
@@ -105,8 +107,14 @@ class TelegramChannel:
 
     def _callback_data(self, message: Outgoing, button: dict[str, Any]) -> str | None:
         if "callback_data" in button:
-            # Stored before buttons were actions: callback data already, sent as it is.
-            return str(button["callback_data"])
+            # Stored before buttons were actions: callback data already, sent as it is when
+            # Telegram can take it (at most 64 bytes; a longer one would refuse the message).
+            data = str(button["callback_data"])
+            if len(data.encode()) <= MAX_CALLBACK_DATA_BYTES:
+                return data
+            log.warning("notification %s: legacy button dropped, its data is over 64 bytes",
+                        message.notification_id)
+            return None
         try:
             action = Action.from_payload(button)
         except (KeyError, TypeError, ValueError):
