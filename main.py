@@ -26,6 +26,7 @@ def _secrets(settings: Settings) -> list[str | None]:
         settings.whatsapp_verify_token,
         settings.twilio_auth_token,
         settings.smtp_password,
+        settings.health_token,
     ]
 
 

@@ -24,7 +24,6 @@ from aiogram.exceptions import TelegramNetworkError, TelegramUnauthorizedError
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import BotCommand
-from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
 from bot.closing import Step, close_all
@@ -33,7 +32,7 @@ from bot.delivery import Delivery, build_delivery
 from bot.i18n import build_i18n
 from bot.memory import freeze_startup_objects, keep_response_models
 from bot.web import APP_KEY_CHECKS, build_web_app
-from bot.webhooks import register_webhooks
+from bot.webhooks import TELEGRAM_PATH, register_telegram_webhook, register_webhooks
 from database.engine import Database
 from database.migrate import upgrade
 from handlers import get_routers
@@ -49,7 +48,7 @@ from services.users import Users
 
 log = logging.getLogger(__name__)
 
-TELEGRAM_WEBHOOK_PATH = "/webhooks/telegram"
+TELEGRAM_WEBHOOK_PATH = TELEGRAM_PATH
 
 
 def build_bot(settings: Settings) -> Bot:
@@ -219,17 +218,18 @@ async def start(
 
 async def _start_web(app: Application) -> web.Application:
     settings = app.settings
-    web_app = build_web_app(app.db)
+    web_app = build_web_app(
+        app.db,
+        health_token=settings.health_token,
+        health_cache_seconds=settings.health_cache_seconds,
+        clock=app.clock,
+    )
     if settings.telegram_mode == "webhook":
-        webhook = SimpleRequestHandler(
-            app.dispatcher,
-            app.bot,
-            handle_in_background=True,
-            secret_token=settings.webhook_secret,
+        register_telegram_webhook(
+            web_app, app.dispatcher, app.bot, secret=settings.webhook_secret or "",
+            max_concurrent_updates=settings.max_concurrent_updates,
+            read_timeout=settings.webhook_read_timeout_seconds,
         )
-        # The route only: aiogram's register() would also close the bot's session when the web
-        # server stops, which at shutdown comes before handlers and deliveries have finished.
-        web_app.router.add_post(TELEGRAM_WEBHOOK_PATH, webhook.handle)
     register_webhooks(
         web_app,
         db=app.db,
@@ -240,6 +240,7 @@ async def _start_web(app: Application) -> web.Application:
         # Known once the server is bound; the alerting service once delivery is built.
         public_base_url=lambda: app.public_base_url,
         alerts=lambda: app.delivery.alerts if app.delivery is not None else None,
+        read_timeout=settings.webhook_read_timeout_seconds,
     )
     runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
     await runner.setup()
@@ -280,6 +281,7 @@ async def serve(app: Application) -> None:
                     handle_signals=False,
                     close_bot_session=False,
                     allowed_updates=allowed,
+                    tasks_concurrency_limit=settings.max_concurrent_updates,
                 )
             )
             log.info("polling mode: taking updates")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from ipaddress import ip_address
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -19,6 +21,17 @@ from sqlalchemy.exc import ArgumentError
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/bot.db"
 SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
 _WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_HEALTH_TOKEN = re.compile(r"^[\x21-\x7e]{16,256}$")
+
+
+def _is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ConfigError(Exception):
@@ -73,6 +86,15 @@ class Settings(BaseSettings):
     throttle_window_seconds: float = Field(default=3.0, gt=0)
     # How long shutdown waits for handlers already running before it closes connections.
     shutdown_timeout_seconds: float = Field(default=20.0, ge=0)
+    # A webhook body not received within this many seconds is refused (408): a body that
+    # trickles in holds a connection for no longer.
+    webhook_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Updates handled at once, in polling and in webhook mode; more wait for a slot.
+    max_concurrent_updates: int = Field(default=100, ge=1)
+    # /health: how long a snapshot is served before the database is read again, and the token
+    # that shows a caller its counts (`Authorization: Bearer <token>`; loopback sees them).
+    health_cache_seconds: float = Field(default=5.0, ge=0, le=3600)
+    health_token: str | None = None
 
     # --- Delivery engine (outbox, dispatcher, channels) ---------------------------------------
     dispatcher_enabled: bool = True
@@ -84,6 +106,8 @@ class Settings(BaseSettings):
     channel_max_attempts: int = Field(default=4, ge=1)
     notification_max_age: timedelta = timedelta(hours=24)
     dead_letter_retention_days: int = Field(default=30, ge=1)
+    # Where a message went (chat id, phone, e-mail) is blanked on delivery_attempts after this.
+    delivery_address_retention_days: int = Field(default=30, ge=1)
     # Quick in-call retries of a transient failure wait base, 2*base, 4*base seconds (jittered).
     send_retry_wait_seconds: float = Field(default=1.0, ge=0)
     # Then the row is rescheduled on this persisted schedule (seconds, comma-separated).
@@ -176,6 +200,38 @@ class Settings(BaseSettings):
         if value is not None and not _WEBHOOK_SECRET.match(value):
             raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
         return value
+
+    @field_validator("health_token")
+    @classmethod
+    def _check_health_token(cls, value: str | None) -> str | None:
+        if value is not None and not _HEALTH_TOKEN.match(value):
+            raise ValueError("must be 16-256 visible ASCII characters (no spaces)")
+        return value
+
+    @model_validator(mode="after")
+    def _channels_can_hear_back(self) -> Settings:
+        # Twilio signs a status callback with the URL it called, which we rebuild from
+        # PUBLIC_BASE_URL; without it we would rebuild http://WEB_HOST:port, which is not what
+        # Twilio calls behind a proxy, so every receipt would be refused. A Twilio API on this
+        # machine (a fake, in tests) calls that very address, so it may go without.
+        twilio_on = self.twilio_account_sid and self.twilio_auth_token and self.twilio_from
+        if twilio_on and not self.public_base_url and not _is_loopback_url(self.twilio_api_base):
+            raise ValueError(
+                "PUBLIC_BASE_URL is not set but Twilio SMS is (TWILIO_ACCOUNT_SID): every "
+                "status callback would be refused; set PUBLIC_BASE_URL to the https address "
+                "Twilio reaches this bot at"
+            )
+        # Without the app secret every webhook Meta sends (messages, receipts) is refused.
+        whatsapp_on = (self.whatsapp_token and self.whatsapp_phone_number_ids) or (
+            self.whatsapp_verify_token
+        )
+        if whatsapp_on and not self.whatsapp_app_secret:
+            raise ValueError(
+                "WHATSAPP_APP_SECRET is not set but WhatsApp is (WHATSAPP_TOKEN or "
+                "WHATSAPP_VERIFY_TOKEN): every WhatsApp webhook, messages and receipts, would "
+                "be refused; set it to the app secret from the Meta app dashboard"
+            )
+        return self
 
     @model_validator(mode="after")
     def _webhook_needs_secret(self) -> Settings:

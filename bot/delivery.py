@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any
 
 from aiogram import Bot
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.closing import Step, close_all
 from bot.config import Settings
@@ -24,7 +25,7 @@ from database.engine import Database
 from services.actions import Action
 from services.alerts import Alerts
 from services.clock import Clock
-from services.notifications import outbox
+from services.health import Component, outbox_health
 from services.notifications.channels.base import Channel, ChannelName
 from services.notifications.channels.email import EmailChannel
 from services.notifications.channels.manual import ManualChannel
@@ -71,19 +72,9 @@ class Delivery:
             steps.append(("Redis connection", self.redis.aclose))
         await close_all(steps)
 
-    async def health(self) -> dict[str, object]:
-        """The outbox as /health shows it: degraded when due work waits or letters are dead."""
-        stats = await self.dispatcher.db.run(
-            lambda s: outbox.statistics(s, now=self.dispatcher.clock.now())
-        )
-        degraded = stats["oldest_due_age_seconds"] > 300 or stats["dead_letters"] > 0
-        return {
-            "status": "degraded" if degraded else "ok",
-            "due": stats["due"],
-            "oldest_due_age_seconds": stats["oldest_due_age_seconds"],
-            "dead_letters": stats["dead_letters"],
-            "open_manual_tasks": stats["open_manual_tasks"],
-        }
+    async def health(self, session: AsyncSession) -> Component:
+        """The outbox's part of /health, read in the health snapshot's read-only session."""
+        return await outbox_health(session, now=self.dispatcher.clock.now())
 
 
 def build_delivery(
@@ -182,7 +173,8 @@ def build_delivery(
         db, clock, alerts, owner=owner, shutdown_timeout=settings.shutdown_timeout_seconds
     )
     register_core_jobs(
-        scheduler, db, dead_letter_retention=timedelta(days=settings.dead_letter_retention_days)
+        scheduler, db, dead_letter_retention=timedelta(days=settings.dead_letter_retention_days),
+        delivery_address_retention=timedelta(days=settings.delivery_address_retention_days),
     )
     return Delivery(
         alerts=alerts,

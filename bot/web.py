@@ -1,20 +1,32 @@
-"""The one aiohttp web app: health endpoints now; later the WhatsApp webhook, metrics, dashboard.
+"""The one aiohttp web app: health endpoints; the webhooks and the rest are added to it.
 
 /health/live: the process is serving. /health/ready: it can do its job (database reachable).
-/health: JSON with the overall status and its parts.
+/health: `ok`, `degraded` or `down` with its reasons; 503 only when down. It serves the snapshot
+of services/health.py, so the database is read at most once every HEALTH_CACHE_SECONDS however
+many callers ask, and never under the writer's lock. Anyone sees the status and the reasons; the
+components and their counts only a caller with `Authorization: Bearer <HEALTH_TOKEN>`, or one on
+this machine that did not come through a proxy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import hmac
+from ipaddress import ip_address
 
 from aiohttp import web
 
 from database.engine import Database
+from services.clock import Clock, SystemClock
+from services.health import Check, HealthMonitor
 
-HealthCheck = Callable[[], Awaitable[dict[str, object]]]
+HealthCheck = Check
 APP_KEY_DB = web.AppKey("db", Database)
 APP_KEY_CHECKS = web.AppKey("health_checks", dict)
+APP_KEY_HEALTH = web.AppKey("health_monitor", HealthMonitor)
+APP_KEY_HEALTH_TOKEN = web.AppKey("health_token", bytes)
+
+# Headers a reverse proxy adds: a request carrying one came from outside, whatever its address.
+_PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
 
 async def live(request: web.Request) -> web.Response:
@@ -29,23 +41,51 @@ async def ready(request: web.Request) -> web.Response:
     )
 
 
+def _trusted(request: web.Request) -> bool:
+    """True for a caller allowed to see counts: the right token, or loopback without a proxy."""
+    token = request.app[APP_KEY_HEALTH_TOKEN]
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # Bytes, so a header that is not ASCII compares (unequal) instead of raising.
+    if (
+        token
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token)
+    ):
+        return True
+    if any(name in request.headers for name in _PROXY_HEADERS):
+        return False
+    try:
+        return ip_address(request.remote or "").is_loopback
+    except ValueError:  # a Unix socket, or no address at all
+        return False
+
+
 async def health(request: web.Request) -> web.Response:
-    components: dict[str, object] = {
-        "database": {"status": "ok" if await request.app[APP_KEY_DB].ping() else "down"}
-    }
-    for name, check in request.app[APP_KEY_CHECKS].items():
-        components[name] = await check()
-    statuses = {c.get("status") for c in components.values() if isinstance(c, dict)}
-    overall = "down" if "down" in statuses else "degraded" if "degraded" in statuses else "ok"
+    snapshot = await request.app[APP_KEY_HEALTH].snapshot()
+    body = snapshot.full() if _trusted(request) else snapshot.public()
     return web.json_response(
-        {"status": overall, "components": components}, status=503 if overall == "down" else 200
+        body,
+        status=503 if snapshot.status == "down" else 200,
+        headers={"Cache-Control": "no-store"},
     )
 
 
-def build_web_app(db: Database, checks: dict[str, HealthCheck] | None = None) -> web.Application:
+def build_web_app(
+    db: Database,
+    checks: dict[str, HealthCheck] | None = None,
+    *,
+    health_token: str | None = None,
+    health_cache_seconds: float = 5.0,
+    clock: Clock | None = None,
+) -> web.Application:
+    """`checks` may be added to `app[APP_KEY_CHECKS]` after this: each snapshot reads them."""
     app = web.Application(client_max_size=1024**2)
     app[APP_KEY_DB] = db
     app[APP_KEY_CHECKS] = dict(checks or {})
+    app[APP_KEY_HEALTH] = HealthMonitor(
+        db, app[APP_KEY_CHECKS], clock=clock or SystemClock(), max_age=health_cache_seconds
+    )
+    app[APP_KEY_HEALTH_TOKEN] = (health_token or "").encode()
     app.router.add_get("/health", health)
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)

@@ -3,13 +3,27 @@ messages) and Twilio status callbacks.
 
 Promises:
 - Nothing is read as data before its signature is checked on the raw body, with a constant-time
-  comparison: WhatsApp's X-Hub-Signature-256 (HMAC-SHA256 of the body with the app secret) and
-  Twilio's X-Twilio-Signature (HMAC-SHA1 of the URL Twilio called and the sorted POST params with
-  the auth token), both by one preamble (`Webhooks._signed_body`). A missing signature is answered
-  401, a wrong one 403; a provider whose secret is not configured is answered 503 (and logged
-  once), so nothing unverified is ever applied.
-- Bad input never causes a 500: too large -> 413; not JSON, not UTF-8, or not the shape Meta
-  sends -> 400 with a short JSON error. In every refusal nothing was changed.
+  comparison of bytes: WhatsApp's X-Hub-Signature-256 (HMAC-SHA256 of the body with the app
+  secret) and Twilio's X-Twilio-Signature (HMAC-SHA1 of the URL Twilio called and the sorted POST
+  params with the auth token), both by one preamble (`Webhooks._signed_body`); Telegram's
+  X-Telegram-Bot-Api-Secret-Token by `TelegramWebhook`. A missing signature is answered 401, a
+  wrong one 403 (Telegram: 401); a provider whose secret is not configured is answered 503 (and
+  logged once), so nothing unverified is ever applied.
+- Bounded work per request: the signature header and the declared Content-Length are checked
+  before a byte of the body is read (401, 413), a body is read up to its limit (413) and within
+  WEBHOOK_READ_TIMEOUT_SECONDS (408), and a refusal before the body was read closes the
+  connection instead of draining it. Telegram updates are handled at most
+  MAX_CONCURRENT_UPDATES at once: beyond that a request waits for a slot (503 if none frees up
+  within the read timeout, and Telegram sends it again).
+- Bad input never causes a 500, signed or not: not JSON, not UTF-8, or not the shape the
+  provider sends -> 400 with a short JSON error. Every string kept from a body is checked at the
+  edge for its length and characters (no lone surrogates, no NUL, identifiers in printable
+  ASCII, numbers of a bounded number of ASCII digits), so nothing malformed reaches int() or the
+  database. One malformed statuses[] or messages[] entry (or entry[], changes[]) of Meta's batch
+  is skipped and counted in one log line; the others are applied. A body with malformed entries
+  and nothing usable is refused (400). In every refusal nothing was changed.
+- Refusals are logged at a bounded rate (`RefusalLog`): the first of a kind at once, then one
+  line a minute with how many more there were, never a line per request.
 - A verified delivery is applied in one unit of work (services.notifications.receipts), then
   answered 200. Every change is idempotent, so a delivery Meta retries changes nothing more. A
   receipt for a message the dispatcher is still recording is answered 503 so Meta sends it again.
@@ -18,20 +32,27 @@ Promises:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import logging
+import re
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+from aiogram import Bot, Dispatcher
+from aiogram.methods import TelegramMethod
+from aiogram.types import Update
 from aiohttp import web
 from multidict import MultiDict
+from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,8 +73,27 @@ WHATSAPP_PATH = "/webhooks/whatsapp"
 WHATSAPP_MAX_BODY = 3 * 1024 * 1024 + 64 * 1024
 # A status callback is a short form; anything near this is not Twilio.
 TWILIO_MAX_BODY = 64 * 1024
+# A Telegram update is a message of at most 4096 characters and its metadata.
+TELEGRAM_MAX_BODY = 1024 * 1024
 MAX_ID_LENGTH = 512
 MAX_CHALLENGE_LENGTH = 256
+MAX_SIGNATURE_LENGTH = 256
+# Meta's text messages are at most 4096 characters; error texts are cut to this.
+MAX_TEXT_LENGTH = 65536
+MAX_ERROR_TEXT_LENGTH = 1024
+DEFAULT_READ_TIMEOUT = 10.0
+DEFAULT_MAX_CONCURRENT_UPDATES = 100
+TELEGRAM_PATH = "/webhooks/telegram"
+TELEGRAM_SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+
+# Identifiers (wamids, SIDs, statuses) are printable ASCII; numbers a few ASCII digits, so int()
+# never meets 5,000 digits (Python refuses more than 4,300) or a digit of another script.
+_PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")
+_TOKEN = re.compile(r"[A-Za-z_-]{1,32}")
+_DIGITS = re.compile(r"[0-9]{1,12}")
+_PHONE = re.compile(r"\+?[0-9]{1,32}")
+_TWILIO_SID = re.compile(r"[A-Za-z0-9]{1,64}")
+_TWILIO_CODE = re.compile(r"[0-9]{1,9}")
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
@@ -67,6 +107,17 @@ class MalformedWebhook(ValueError):
 
 class _TooLarge(Exception):
     pass
+
+
+class _HugeNumber:
+    """A JSON number of more digits than any field holds: kept as a marker no field accepts, so
+    it spoils only its own entry instead of the whole body."""
+
+    __slots__ = ()
+
+
+def _json_int(text: str) -> int | _HugeNumber:
+    return int(text) if len(text) <= 18 else _HugeNumber()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,18 +141,52 @@ class InboundMessage:
     at: datetime | None
 
 
+@dataclass(slots=True)
+class WhatsAppBatch:
+    """What one webhook body holds: the entries that can be applied, and why others could not."""
+
+    statuses: list[StatusUpdate] = field(default_factory=list)
+    messages: list[InboundMessage] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # one short reason per malformed entry
+
+
 # ------------------------------------------------------------------------------------ parsing
 
 
 def parse_timestamp(value: Any) -> datetime | None:
-    """Epoch seconds (a string of digits, as Meta sends, or an int) -> UTC; None if unusable."""
+    """Epoch seconds (a string of ASCII digits, as Meta sends, or an int) -> UTC; None if
+    unusable (a string of 5,000 digits included)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+    if isinstance(value, str):
+        value = value.strip()
+        if not _DIGITS.fullmatch(value):
+            return None
+        value = int(value)
     if isinstance(value, int) and 0 < value < 10**11:
         return datetime.fromtimestamp(value, UTC)
     return None
+
+
+def storable(value: str) -> bool:
+    """True when `value` can be stored by both engines: valid UTF-8 (no lone surrogate, which
+    JSON's "\\ud800" yields) and no NUL (PostgreSQL text refuses it)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
+
+
+def _short_text(value: Any, limit: int = MAX_ERROR_TEXT_LENGTH) -> str | None:
+    """A provider's free text (error title, message), made storable and cut to `limit`."""
+    if not isinstance(value, str):
+        return None
+    value = value[:limit]
+    if storable(value):
+        return value
+    cleaned = value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
+    return cleaned
 
 
 def _list(container: Mapping[str, Any], key: str, where: str) -> list[Any]:
@@ -115,17 +200,35 @@ def _list(container: Mapping[str, Any], key: str, where: str) -> list[Any]:
 
 def _identifier(entry: Mapping[str, Any], key: str, where: str) -> str:
     value = entry.get(key)
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
-        raise MalformedWebhook(f"{where}.{key} is missing or not a string")
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_ID_LENGTH
+        or not _PRINTABLE_ASCII.fullmatch(value)
+    ):
+        raise MalformedWebhook(f"{where}.{key} is missing or not printable ASCII")
     return value
 
 
 def _status_failure(entry: Mapping[str, Any]) -> Failure | None:
     errors = entry.get("errors")
     first = errors[0] if isinstance(errors, list) and errors else None
-    if isinstance(first, Mapping) and "code" in first:
-        return classify_whatsapp(None, first)
-    return None
+    if not isinstance(first, Mapping) or "code" not in first:
+        return None
+    code = first.get("code")
+    if isinstance(code, str) and _DIGITS.fullmatch(code.strip()):
+        code = int(code.strip())
+    if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code < 10**9:
+        raise MalformedWebhook("statuses[].errors[].code is not a number")
+    # Only the fields classification reads, each checked here rather than trusted there.
+    details = first.get("error_data")
+    error: dict[str, Any] = {
+        "code": code,
+        "title": _short_text(first.get("title")),
+        "message": _short_text(first.get("message")),
+    }
+    if isinstance(details, Mapping):
+        error["error_data"] = {"details": _short_text(details.get("details"))}
+    return classify_whatsapp(None, error)
 
 
 def _inbound_text(message: Mapping[str, Any]) -> str | None:
@@ -135,63 +238,120 @@ def _inbound_text(message: Mapping[str, Any]) -> str | None:
     if not isinstance(content, Mapping):
         return None
     value = content.get("body" if kind == "text" else "text")
-    return value if isinstance(value, str) else None
+    if not isinstance(value, str):
+        return None
+    if len(value) > MAX_TEXT_LENGTH or not storable(value):
+        raise MalformedWebhook("messages[] text is too long or not valid text")
+    return value
 
 
-def parse_whatsapp(payload: Any) -> tuple[list[StatusUpdate], list[InboundMessage]]:
-    """A webhook payload -> its statuses and inbound messages; MalformedWebhook on a bad shape.
+def _read_status(batch: WhatsAppBatch, status: Any) -> None:
+    if not isinstance(status, Mapping):
+        raise MalformedWebhook("statuses[] is not an object")
+    reference = status.get("biz_opaque_callback_data")
+    if isinstance(reference, str) and (len(reference) > MAX_ID_LENGTH or not storable(reference)):
+        raise MalformedWebhook("statuses[].biz_opaque_callback_data is too long or not text")
+    wamid = _identifier(status, "id", "statuses[]")
+    state = status.get("status")
+    if not isinstance(state, str) or not _TOKEN.fullmatch(state):
+        raise MalformedWebhook("statuses[].status is missing or not a word")
+    batch.statuses.append(
+        StatusUpdate(
+            wamid=wamid,
+            status=state,
+            at=parse_timestamp(status.get("timestamp")),
+            failure=_status_failure(status),
+            reference=reference if isinstance(reference, str) else None,
+        )
+    )
+
+
+def _read_message(batch: WhatsAppBatch, message: Any) -> None:
+    if not isinstance(message, Mapping):
+        raise MalformedWebhook("messages[] is not an object")
+    wamid = _identifier(message, "id", "messages[]")
+    phone = message.get("from")
+    if not isinstance(phone, str) or not phone:
+        log.info("inbound WhatsApp message without a phone number: skipped")
+        return
+    if not _PHONE.fullmatch(phone):
+        raise MalformedWebhook("messages[].from is not a phone number")
+    batch.messages.append(
+        InboundMessage(
+            phone=phone,
+            wamid=wamid,
+            text=_inbound_text(message),
+            at=parse_timestamp(message.get("timestamp")),
+        )
+    )
+
+
+def _read_change(batch: WhatsAppBatch, change: Any) -> None:
+    if not isinstance(change, Mapping):
+        raise MalformedWebhook("changes[] is not an object")
+    if change.get("field", "messages") != "messages":
+        return
+    value = change.get("value")
+    if not isinstance(value, Mapping):
+        raise MalformedWebhook("changes[].value is not an object")
+    for key, read in (("statuses", _read_status), ("messages", _read_message)):
+        try:
+            items = _list(value, key, "value")
+        except MalformedWebhook as exc:
+            batch.skipped.append(str(exc))
+            continue
+        for item in items:
+            _skipping(batch, read, item)
+    try:
+        errors = _list(value, "errors", "value")
+    except MalformedWebhook as exc:
+        batch.skipped.append(str(exc))
+        errors = []
+    for error in errors:
+        code = error.get("code") if isinstance(error, Mapping) else None
+        log.warning("WhatsApp webhook reports an error, code %s",
+                    code if isinstance(code, int) else "?")
+
+
+def _read_entry(batch: WhatsAppBatch, entry: Any) -> None:
+    if not isinstance(entry, Mapping):
+        raise MalformedWebhook("entry[] is not an object")
+    for change in _list(entry, "changes", "entry[]"):
+        _skipping(batch, _read_change, change)
+
+
+def _skipping(
+    batch: WhatsAppBatch, read: Callable[[WhatsAppBatch, Any], None], item: Any
+) -> None:
+    """Read one entry into `batch`; a malformed one adds nothing and is noted as skipped."""
+    try:
+        read(batch, item)
+    except MalformedWebhook as exc:
+        batch.skipped.append(str(exc))
+
+
+def read_whatsapp(payload: Any) -> WhatsAppBatch:
+    """A webhook payload -> its statuses and inbound messages, each entry checked on its own: a
+    malformed one is skipped (its reason kept in `skipped`), the others kept. MalformedWebhook
+    only when the body itself is not Meta's shape (not an object, "entry" not a list).
 
     Changes of other fields (template or account updates) are skipped, as are messages without a
     phone number in "from"; value.errors (app-level errors) are logged by code.
     """
     if not isinstance(payload, Mapping):
         raise MalformedWebhook("the body is not a JSON object")
-    statuses: list[StatusUpdate] = []
-    messages: list[InboundMessage] = []
+    batch = WhatsAppBatch()
     for entry in _list(payload, "entry", "body"):
-        if not isinstance(entry, Mapping):
-            raise MalformedWebhook("entry[] is not an object")
-        for change in _list(entry, "changes", "entry[]"):
-            if not isinstance(change, Mapping):
-                raise MalformedWebhook("changes[] is not an object")
-            if change.get("field", "messages") != "messages":
-                continue
-            value = change.get("value")
-            if not isinstance(value, Mapping):
-                raise MalformedWebhook("changes[].value is not an object")
-            for status in _list(value, "statuses", "value"):
-                if not isinstance(status, Mapping):
-                    raise MalformedWebhook("statuses[] is not an object")
-                reference = status.get("biz_opaque_callback_data")
-                statuses.append(
-                    StatusUpdate(
-                        wamid=_identifier(status, "id", "statuses[]"),
-                        status=_identifier(status, "status", "statuses[]"),
-                        at=parse_timestamp(status.get("timestamp")),
-                        failure=_status_failure(status),
-                        reference=reference if isinstance(reference, str) else None,
-                    )
-                )
-            for message in _list(value, "messages", "value"):
-                if not isinstance(message, Mapping):
-                    raise MalformedWebhook("messages[] is not an object")
-                wamid = _identifier(message, "id", "messages[]")
-                phone = message.get("from")
-                if not isinstance(phone, str) or not phone:
-                    log.info("inbound WhatsApp message without a phone number: skipped")
-                    continue
-                messages.append(
-                    InboundMessage(
-                        phone=phone[:32],
-                        wamid=wamid,
-                        text=_inbound_text(message),
-                        at=parse_timestamp(message.get("timestamp")),
-                    )
-                )
-            for error in _list(value, "errors", "value"):
-                code = error.get("code") if isinstance(error, Mapping) else None
-                log.warning("WhatsApp webhook reports an error, code %s", str(code)[:16])
-    return statuses, messages
+        _skipping(batch, _read_entry, entry)
+    return batch
+
+
+def parse_whatsapp(payload: Any) -> tuple[list[StatusUpdate], list[InboundMessage]]:
+    """Strict `read_whatsapp`: MalformedWebhook when any entry is malformed."""
+    batch = read_whatsapp(payload)
+    if batch.skipped:
+        raise MalformedWebhook(batch.skipped[0])
+    return batch.statuses, batch.messages
 
 
 # ------------------------------------------------------------------------------- signatures
@@ -233,16 +393,29 @@ def _url_variants(url: str) -> list[str]:
 
 
 def _same(received: str, expected: str) -> bool:
-    return hmac.compare_digest(
-        received.encode("utf-8", "replace"), expected.encode("utf-8", "replace")
-    )
+    """Constant-time comparison of the bytes of a header (or query) value and a secret.
+
+    On bytes, because hmac.compare_digest refuses str with non-ASCII characters (a TypeError, so
+    a 500, for a forged header). aiohttp decodes header bytes that are not UTF-8 with
+    surrogateescape, which gives them back; anything else cannot be the secret.
+    """
+    try:
+        raw = received.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(raw, expected.encode("utf-8"))
 
 
 # ---------------------------------------------------------------------------------- handlers
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str, *, close: bool = False) -> web.Response:
+    """A short JSON error. `close`: the body was not read to its end, so the connection is
+    closed rather than drained (aiohttp would otherwise read and discard it for up to 10 s)."""
+    response = web.json_response({"error": message}, status=status)
+    if close:
+        response.force_close()
+    return response
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes:
@@ -257,6 +430,85 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
             raise _TooLarge
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes | web.Response:
+    """The raw body, or the refusal: 413 over `limit` (announced or not), 408 when it has not
+    all arrived within `timeout` seconds (a body that trickles in holds nothing for long)."""
+    if request.content_length is not None and request.content_length > limit:
+        return _error(413, "body too large", close=True)
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_limited(request, limit)
+    except _TooLarge:
+        return _error(413, "body too large", close=True)
+    except TimeoutError:
+        return _error(408, "body not received in time", close=True)
+
+
+_READ_REFUSALS = {413: "body too large", 408: "body not received in time"}
+
+
+@dataclass
+class _Window:
+    ends: float
+    more: int = 0
+    timer: asyncio.TimerHandle | None = None
+
+
+class RefusalLog:
+    """Refusal warnings at a bounded rate, one kind at a time: the first refusal of a kind is
+    logged at once; the ones after it within `window` seconds are only counted, and one line
+    says how many there were ("N more refused in the last minute") when the window ends. A
+    flood of bad requests costs a line a minute per kind, not a line a request.
+
+    A kind is (source, reason), e.g. ("WhatsApp webhook", "wrong X-Hub-Signature-256"); details
+    that vary between requests go in `detail`, logged with the first one only.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger = log,
+        *,
+        window: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._window = window
+        self._now = monotonic
+        self._windows: dict[tuple[str, str], _Window] = {}
+
+    def refused(self, source: str, reason: str, detail: str = "") -> None:
+        kind = (source, reason)
+        now = self._now()
+        window = self._windows.get(kind)
+        if window is not None and now < window.ends:
+            window.more += 1
+            if window.timer is None:
+                window.timer = self._summary_timer(kind, window.ends - now)
+            return
+        if window is not None:
+            self._summarize(kind)
+        self._log.warning("%s refused: %s%s", source, reason, detail)
+        self._windows[kind] = _Window(ends=now + self._window)
+
+    def _summary_timer(self, kind: tuple[str, str], delay: float) -> asyncio.TimerHandle | None:
+        # Without it, the count of a flood's last minute would wait for the next refusal.
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        return loop.call_later(max(delay, 0.0), self._summarize, kind)
+
+    def _summarize(self, kind: tuple[str, str]) -> None:
+        window = self._windows.pop(kind, None)
+        if window is None:
+            return
+        if window.timer is not None:
+            window.timer.cancel()
+        if window.more:
+            self._log.warning("%s: %d more refused in the last minute (%s)",
+                              kind[0], window.more, kind[1])
 
 
 class _Warned:
@@ -311,6 +563,8 @@ class Webhooks:
     twilio_auth_token: str | None
     public_base_url: BaseUrl
     alerts: AlertsSource = None
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    refusals: RefusalLog = field(default_factory=RefusalLog)
 
     def __post_init__(self) -> None:
         self._warned = _Warned()
@@ -335,8 +589,11 @@ class Webhooks:
     ) -> bytes | web.Response:
         """The raw body once its signature checked out, or the refusal to answer with.
 
-        In this order: secret not configured -> 503 (logged once); body over the limit -> 413;
-        no signature header -> 401; body unreadable for signing -> 400; wrong signature -> 403.
+        In this order: secret not configured -> 503 (logged once); no signature header -> 401,
+        a header that cannot be a signature -> 403, a declared length over the limit -> 413,
+        all three before a byte of the body is read; then the body, read up to the limit (413)
+        within the read timeout (408); body unreadable for signing -> 400; wrong signature ->
+        403.
         """
         if not secret:
             self._warned.warn(
@@ -344,23 +601,25 @@ class Webhooks:
                 f"{signing.name} refused: {signing.secret_setting} is not set"
                 f"{signing.unset_consequence}",
             )
-            return _error(503, "webhook not configured")
-        try:
-            body = await _read_limited(request, signing.max_body)
-        except _TooLarge:
-            log.warning("%s refused: body over %d bytes", signing.name, signing.max_body)
-            return _error(413, "body too large")
-        signature = request.headers.get(signing.header)
+            return _error(503, "webhook not configured", close=True)
+        signature = request.headers.get(signing.header, "").strip()
         if not signature:
-            log.warning("%s refused: no %s", signing.name, signing.header)
-            return _error(401, "missing signature")
+            self.refusals.refused(signing.name, f"no {signing.header}")
+            return _error(401, "missing signature", close=True)
+        if len(signature) > MAX_SIGNATURE_LENGTH or not signature.isascii():
+            self.refusals.refused(signing.name, f"wrong {signing.header}")
+            return _error(403, "wrong signature", close=True)
+        body = await _read_body(request, signing.max_body, self.read_timeout)
+        if isinstance(body, web.Response):
+            self.refusals.refused(signing.name, _READ_REFUSALS[body.status])
+            return body
         try:
             candidates = expected(secret, body)
         except MalformedWebhook as exc:
-            log.warning("%s refused: %s", signing.name, exc)
+            self.refusals.refused(signing.name, "unreadable body", f" ({exc})")
             return _error(400, str(exc))
-        if not any(_same(signature.strip(), candidate) for candidate in candidates):
-            log.warning("%s refused: wrong %s", signing.name, signing.header)
+        if not any(_same(signature, candidate) for candidate in candidates):
+            self.refusals.refused(signing.name, f"wrong {signing.header}")
             return _error(403, "wrong signature")
         return body
 
@@ -377,7 +636,7 @@ class Webhooks:
         query = request.query
         token = query.get("hub.verify_token", "")
         if query.get("hub.mode") != "subscribe" or not _same(token, self.whatsapp_verify_token):
-            log.warning("WhatsApp webhook verification refused: wrong mode or verify token")
+            self.refusals.refused("WhatsApp webhook verification", "wrong mode or verify token")
             return _error(403, "verification refused")
         challenge = query.get("hub.challenge", "")
         if not challenge or len(challenge) > MAX_CHALLENGE_LENGTH:
@@ -394,11 +653,20 @@ class Webhooks:
         if isinstance(body, web.Response):
             return body
         try:
-            payload = _json(body)
-            statuses, messages = parse_whatsapp(payload)
+            batch = read_whatsapp(_json(body))
         except MalformedWebhook as exc:
-            log.warning("WhatsApp webhook refused: %s", exc)
+            self.refusals.refused(_WHATSAPP.name, "not Meta's shape", f" ({exc})")
             return _error(400, str(exc))
+        statuses, messages = batch.statuses, batch.messages
+        if batch.skipped:
+            if not statuses and not messages:
+                self.refusals.refused(_WHATSAPP.name, "nothing usable",
+                                      f" ({len(batch.skipped)} malformed entries: "
+                                      f"{batch.skipped[0]})")
+                return _error(400, batch.skipped[0])
+            # Signed, so from Meta: one line per body, not per entry.
+            log.warning("WhatsApp webhook: skipped %d malformed entries (first: %s); "
+                        "applying the others", len(batch.skipped), batch.skipped[0])
 
         alerts = self._alerts()
 
@@ -447,18 +715,22 @@ class Webhooks:
         form = _form(body)  # decoded once already while checking the signature, so it decodes
         sid = form.get("MessageSid") or form.get("SmsSid") or ""
         status = form.get("MessageStatus") or form.get("SmsStatus") or ""
-        if not sid or not status or len(sid) > MAX_ID_LENGTH or len(status) > 32:
-            log.warning("Twilio status callback refused: no MessageSid or MessageStatus")
+        if not _TWILIO_SID.fullmatch(sid) or not _TOKEN.fullmatch(status):
+            self.refusals.refused(_TWILIO.name, "no usable MessageSid or MessageStatus")
             return _error(400, "MessageSid and MessageStatus are required")
         error_code = (form.get("ErrorCode") or "").strip()
+        if error_code and not _TWILIO_CODE.fullmatch(error_code):
+            self.refusals.refused(_TWILIO.name, "ErrorCode is not a number")
+            return _error(400, "ErrorCode is not a number")
+        error_message = _short_text(form.get("ErrorMessage")) or ""
 
         alerts = self._alerts()
 
         async def work(session: AsyncSession) -> receipts.ReceiptOutcome:
             now = self.clock.now()
             failure = (
-                classify_twilio(None, {"ErrorCode": error_code,
-                                       "ErrorMessage": form.get("ErrorMessage", "")}, now=now)
+                classify_twilio(None, {"ErrorCode": error_code, "ErrorMessage": error_message},
+                                now=now)
                 if error_code
                 else None
             )
@@ -488,7 +760,7 @@ def _form(body: bytes) -> MultiDict[str]:
 
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return json.loads(body, parse_int=_json_int)
     except UnicodeDecodeError:
         raise MalformedWebhook("the body is not UTF-8") from None
     except RecursionError:
@@ -511,12 +783,14 @@ def register_webhooks(
     twilio_auth_token: str | None,
     public_base_url: BaseUrl,
     alerts: AlertsSource = None,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
 ) -> Webhooks:
     """Add GET/POST /webhooks/whatsapp and POST /webhooks/twilio/status to `app`.
 
     `public_base_url` (or a function returning it, when the port is known only once the server
     is bound) is where Twilio reaches the app: the signed URL is it plus the path and query.
-    `alerts` (or a function returning it) tells the admins about dead letters.
+    `alerts` (or a function returning it) tells the admins about dead letters. A body not
+    received within `read_timeout` seconds is refused (408).
     """
     hooks = Webhooks(
         db=db,
@@ -526,8 +800,105 @@ def register_webhooks(
         twilio_auth_token=twilio_auth_token,
         public_base_url=public_base_url,
         alerts=alerts,
+        read_timeout=read_timeout,
     )
     app.router.add_get(WHATSAPP_PATH, hooks.whatsapp_verify, allow_head=False)
     app.router.add_post(WHATSAPP_PATH, hooks.whatsapp_receive)
     app.router.add_post(TWILIO_STATUS_PATH, hooks.twilio_status)
     return hooks
+
+
+
+# ------------------------------------------------------------------------- Telegram webhook
+
+
+class TelegramWebhook:
+    """POST /webhooks/telegram in webhook mode, in place of aiogram's SimpleRequestHandler.
+
+    The secret token is compared as bytes in constant time (aiogram compares str, which raises
+    for a non-ASCII header: a 500 per request); a missing or wrong one is answered 401 before
+    the body is read. The body is read with the same bounds as the provider webhooks, must be an
+    Update (else 400), and is then handled in the background, like aiogram's
+    handle_in_background, but at most `max_concurrent_updates` at once: a request that finds
+    every slot taken waits for one (Telegram holds its request and sends no more than its
+    max_connections at once), and is answered 503 if none frees up within the read timeout.
+    """
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        bot: Bot,
+        *,
+        secret: str,
+        max_concurrent_updates: int = DEFAULT_MAX_CONCURRENT_UPDATES,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        refusals: RefusalLog | None = None,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.bot = bot
+        self._secret = secret
+        self._read_timeout = read_timeout
+        self._slots = asyncio.Semaphore(max_concurrent_updates)
+        self._refusals = refusals or RefusalLog()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        name = "Telegram webhook"
+        if not self._secret or not _same(
+            request.headers.get(TELEGRAM_SECRET_HEADER, ""), self._secret
+        ):
+            self._refusals.refused(name, f"missing or wrong {TELEGRAM_SECRET_HEADER}")
+            response = web.Response(text="Unauthorized", status=401)
+            response.force_close()
+            return response
+        body = await _read_body(request, TELEGRAM_MAX_BODY, self._read_timeout)
+        if isinstance(body, web.Response):
+            self._refusals.refused(name, _READ_REFUSALS[body.status])
+            return body
+        try:
+            update = Update.model_validate(_json(body), context={"bot": self.bot})
+        except (MalformedWebhook, ValidationError):
+            self._refusals.refused(name, "the body is not an Update")
+            return _error(400, "the body is not an Update")
+        try:
+            async with asyncio.timeout(self._read_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            self._refusals.refused(name, "every handler slot busy")
+            return _error(503, "busy; send again later")
+        task = asyncio.create_task(self._handle_update(update))
+        self._tasks.add(task)  # a task nobody references may be collected mid-run
+        task.add_done_callback(self._tasks.discard)
+        return web.json_response({})
+
+    async def _handle_update(self, update: Update) -> None:
+        try:
+            result = await self.dispatcher.feed_update(self.bot, update)
+            if isinstance(result, TelegramMethod):
+                await self.dispatcher.silent_call_request(self.bot, result)
+        except Exception:
+            log.exception("Telegram update %s: handling failed", update.update_id)
+        finally:
+            self._slots.release()
+
+
+def register_telegram_webhook(
+    app: web.Application,
+    dispatcher: Dispatcher,
+    bot: Bot,
+    *,
+    secret: str,
+    max_concurrent_updates: int = DEFAULT_MAX_CONCURRENT_UPDATES,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
+) -> TelegramWebhook:
+    """Add POST /webhooks/telegram to `app`.
+
+    The route only: aiogram's register() would also close the bot's session when the web server
+    stops, which at shutdown comes before handlers and deliveries have finished.
+    """
+    webhook = TelegramWebhook(
+        dispatcher, bot, secret=secret, max_concurrent_updates=max_concurrent_updates,
+        read_timeout=read_timeout,
+    )
+    app.router.add_post(TELEGRAM_PATH, webhook.handle)
+    return webhook

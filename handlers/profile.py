@@ -33,6 +33,7 @@ from handlers.filters import magic
 from handlers.keyboards import one_per_row
 from services import contacts
 from services.contacts import CHOOSABLE_CHANNELS, ContactView, Profiles
+from services.masking import mask_phone
 from services.users import UserView
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,6 @@ def channel_label(name: str) -> str:
     # Brand names are not translated.
     labels = {"telegram": "Telegram", "whatsapp": "WhatsApp", "sms": "SMS", "email": _("E-mail")}
     return labels.get(name, name)
-
-
-def mask_phone(phone: str) -> str:
-    """+33612345678 -> +•••••••••78: enough for the owner to recognise, not to call."""
-    digits = phone.lstrip("+")
-    return "+" + "•" * (len(digits) - 2) + digits[-2:]
 
 
 def encode_order(order: Sequence[str]) -> str:

@@ -3,8 +3,10 @@ want to be reached, and the channels they opted out of.
 
 The dispatcher asks `channel_preferences` which channels to try, in which order; an opt-out (a
 WhatsApp STOP, Twilio 21610, WhatsApp 131050) is honoured there until the user opts in again.
-Every change is written to the audit trail in the same transaction. Phone numbers are stored (the
-database is not a log) but never logged, and never put in an exception's message.
+Every change is written to the audit trail in the same transaction, phone numbers and e-mail
+addresses masked there (services/audit.py): the users row is the only copy in clear, so clearing
+an e-mail forgets it. Phone numbers are stored (the database is not a log) but never logged, and
+never put in an exception's message.
 """
 
 from __future__ import annotations

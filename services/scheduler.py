@@ -39,11 +39,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.engine import Database
-from database.models import JobRun
+from database.models import DeliveryAttempt, JobRun
 from services import leases
 from services.alerts import Alerts, Severity
 from services.clock import Clock
@@ -429,10 +429,43 @@ async def last_runs(session: AsyncSession) -> list[JobRun]:
     )
 
 
+# Addresses blanked per unit of work: short transactions, so the sweep never holds SQLite's one
+# writer (or PostgreSQL's row locks) for long while the dispatcher records its batches.
+ADDRESS_BATCH = 1000
+# Batches per run at most: a first run over a long history stops here, reports "more left", and
+# the next day's run goes on; a run that hit its time limit would be recorded as failed.
+ADDRESS_BATCHES_PER_RUN = 200
+
+
+async def blank_delivery_addresses(
+    session: AsyncSession, *, before: datetime, since: datetime | None, limit: int
+) -> tuple[int, datetime | None]:
+    """Blank the address of up to `limit` delivery attempts made before `before` (at or after
+    `since`, when given), oldest first, whatever became of their notification (dead letters
+    included). Returns how many were blanked and the latest `at` among them."""
+    t = DeliveryAttempt.__table__.c
+    oldest = select(t.id).where(t.address.is_not(None), t.at < before)
+    if since is not None:
+        oldest = oldest.where(t.at >= since)
+    blanked = await session.execute(
+        update(DeliveryAttempt.__table__)
+        .where(t.id.in_(oldest.order_by(t.at).limit(limit).scalar_subquery()))
+        .values(address=None)
+        .returning(t.at)
+    )
+    times = blanked.scalars().all()
+    return len(times), max(times, default=None)
+
+
 def register_core_jobs(
-    scheduler: Scheduler, db: Database, *, dead_letter_retention: timedelta
+    scheduler: Scheduler,
+    db: Database,
+    *,
+    dead_letter_retention: timedelta,
+    delivery_address_retention: timedelta = timedelta(days=30),
 ) -> None:
-    """This issue's sweeps: lease rescue every minute, dead-letter archiving daily."""
+    """This issue's sweeps: lease rescue every minute; dead-letter archiving, and the blanking of
+    delivery addresses older than `delivery_address_retention`, daily."""
 
     async def lease_rescue(now: datetime) -> str:
         released = await db.run(lambda s: outbox.release_expired_leases(s, now=now))
@@ -444,6 +477,25 @@ def register_core_jobs(
         )
         return f"archived {archived}"
 
+    async def blank_old_addresses(now: datetime) -> str:
+        # Where a message went (a chat id, a phone number, an e-mail address) is needed while
+        # its delivery may still be questioned, not for ever.
+        cutoff = now - delivery_address_retention
+        total, since = 0, None
+        for _ in range(ADDRESS_BATCHES_PER_RUN):
+            count, latest = await db.run(
+                lambda s, since=since: blank_delivery_addresses(
+                    s, before=cutoff, since=since, limit=ADDRESS_BATCH
+                )
+            )
+            total += count
+            if count < ADDRESS_BATCH:
+                return f"blanked {total}"
+            # The next batch starts where this one ended, rather than walking again over the
+            # rows just blanked (>=: rows sharing that instant may not all have fitted).
+            since = latest
+        return f"blanked {total}, more left"
+
     scheduler.add_job(
         "lease_rescue", lease_rescue, every=timedelta(minutes=1), lease=timedelta(minutes=1)
     )
@@ -451,5 +503,9 @@ def register_core_jobs(
     # last run is more than ~22 h old, so downtime never skips a day.
     scheduler.add_job(
         "archive_dead_letters", archive_dead_letters, every=timedelta(days=1),
+        lease=timedelta(minutes=10),
+    )
+    scheduler.add_job(
+        "blank_delivery_addresses", blank_old_addresses, every=timedelta(days=1),
         lease=timedelta(minutes=10),
     )

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -22,6 +23,20 @@ from database.migrate import upgrade
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL")
 NO_POSTGRES = "TEST_DATABASE_URL is not set: PostgreSQL variants skipped (see README)"
+
+# Property tests: fewer examples in CI (the CI variable set), hypothesis's default elsewhere; no
+# deadline, since an example runs on a real database whose latency varies. A function-scoped
+# fixture (the database) is shared by a test's examples on purpose: each example checks its
+# own answer only.
+settings.register_profile(
+    "ci", max_examples=50, deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.register_profile(
+    "dev", deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 async def _admin(url: str, statement: str) -> None:

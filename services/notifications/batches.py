@@ -2,17 +2,22 @@
 
 What they mean is the same on both engines: lease up to `limit` due rows, most urgent first
 (priority, then next_attempt_at), skipping rows other workers hold; write each outcome only
-to a row still leased to this batch's token, and the attempt rows with it.
+to a row still leased to this batch's token, and the attempt rows of exactly the rows it
+wrote. So a record is idempotent: run again with the same outcomes and token (a retry after
+the connection was lost once the first run had committed), it finds none of its rows still
+leased and writes nothing, attempt rows included.
 
 - `SQLiteBatches`: in `Database.run` transactions. The claim is one SQLAlchemy Core
   UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING plus a read of the recipients; the
-  outcomes are one executemany UPDATE and one executemany INSERT, sent as plain SQL.
+  outcomes are one executemany INSERT of the attempt rows whose notification is still held
+  (INSERT ... SELECT ... WHERE EXISTS) and one executemany UPDATE, sent as plain SQL.
 - `PostgresBatches`: each unit is one statement written for PostgreSQL and sent through
   asyncpg's own API (`database.engine.driver`), outside a transaction
   (`Database.run_statement`): one statement is atomic on its own, and BEGIN and COMMIT would
   triple the round trips. The
   claim also joins the recipients; the outcomes travel as one array per column, applied with
-  `unnest`, and the attempt rows are inserted by the same statement.
+  `unnest`, and the attempt rows are inserted by the same statement, for the ids its UPDATE
+  returned.
 
 `record` is its own unit of work; `record_in` writes the same in the caller's transaction, for
 outcomes whose side effects (an opt-out, a circuit, a dead-letter alert) go with them.
@@ -185,8 +190,8 @@ class Batches(Protocol):
         outcomes: Sequence[OutcomeRow], attempts: Sequence[AttemptRow],
     ) -> int:
         """Write the outcomes to the rows `owner` still holds, releasing them, and insert the
-        attempt rows, as one unit of work. Returns how many rows were still held (and so
-        written)."""
+        attempt rows of those rows (no others), as one unit of work. Returns how many rows were
+        still held (and so written); run again, it writes nothing and returns 0."""
         ...
 
     async def record_in(
@@ -296,16 +301,20 @@ class SQLiteBatches:
     ) -> int:
         connection = await session.connection()
         to_db = _datetime_writer(connection.dialect)
+        # The attempt rows first, each only while its notification is still leased to `owner`:
+        # so a record run a second time (a retry of a unit of work that had committed) adds
+        # none. The transaction holds the write lock, so the UPDATE sees the same rows held.
+        if attempts:
+            await connection.exec_driver_sql(SQLITE_ATTEMPTS, [
+                (*(to_db(v) if isinstance(v, datetime) else v for v in row),
+                 row.notification_id, owner)
+                for row in attempts
+            ])
         stamp = to_db(now)
         result = await connection.exec_driver_sql(SQLITE_RECORD, [
             (*(to_db(v) if isinstance(v, datetime) else v for v in row[1:]), stamp, row.id, owner)
             for row in outcomes
         ])
-        if attempts:
-            await connection.exec_driver_sql(SQLITE_ATTEMPTS, [
-                tuple(to_db(v) if isinstance(v, datetime) else v for v in row)
-                for row in attempts
-            ])
         return result.rowcount
 
 
@@ -318,7 +327,9 @@ SQLITE_RECORD = (
 )
 SQLITE_ATTEMPTS = (
     f"INSERT INTO delivery_attempts ({', '.join(AttemptRow._fields)}) "
-    f"VALUES ({', '.join('?' for _ in AttemptRow._fields)})"
+    f"SELECT {', '.join('?' for _ in AttemptRow._fields)} "
+    "WHERE EXISTS (SELECT 1 FROM notifications "
+    "WHERE id = ? AND lease_owner = ? AND status = 'sending')"
 )
 
 
@@ -360,20 +371,29 @@ def _unnest(names: Sequence[str], types: Sequence[str], first: int) -> str:
 
 def _build_pg_record() -> str:
     """$1 now, $2 owner, then one array per OutcomeRow field, then one per AttemptRow field.
-    A data-modifying WITH runs whether or not anything reads it."""
+
+    The attempt rows are inserted from the ids the UPDATE returned, not from the arrays alone:
+    run again after it committed (`run_statement` retries a statement whose connection was
+    lost, and the acknowledgement may be what was lost), the UPDATE matches nothing, since the
+    rows are no longer leased to the token, and so no attempt row goes in twice. The statement
+    returns how many rows it wrote."""
     outcomes = _unnest(OutcomeRow._fields, _OUTCOME_TYPES, 3)
     attempts = _unnest(AttemptRow._fields, _ATTEMPT_TYPES, 3 + len(OutcomeRow._fields))
-    assignments = ",\n       ".join(f"{name} = v.{name}" for name in OutcomeRow._fields[1:])
+    assignments = ",\n           ".join(f"{name} = v.{name}" for name in OutcomeRow._fields[1:])
     return f"""
-WITH attempts AS (
+WITH written AS (
+    UPDATE notifications AS n
+       SET {assignments},
+           lease_until = NULL, lease_owner = NULL, updated_at = $1
+      FROM {outcomes}
+     WHERE n.id = v.id AND n.lease_owner = $2 AND n.status = 'sending'
+ RETURNING n.id
+), attempts AS (
     INSERT INTO delivery_attempts ({", ".join(AttemptRow._fields)})
     SELECT * FROM {attempts}
+     WHERE v.notification_id IN (SELECT id FROM written)
 )
-UPDATE notifications AS n
-   SET {assignments},
-       lease_until = NULL, lease_owner = NULL, updated_at = $1
-  FROM {outcomes}
- WHERE n.id = v.id AND n.lease_owner = $2 AND n.status = 'sending'
+SELECT count(*) FROM written
 """
 
 
@@ -425,8 +445,7 @@ class PostgresBatches:
 
         async def write(connection: AsyncConnection) -> int:
             async with driver(connection) as pg:
-                status = await pg.execute(PG_RECORD, *params)  # "UPDATE <rows>"
-            return int(status.rsplit(" ", 1)[-1])
+                return int(await pg.fetchval(PG_RECORD, *params))
 
         return await db.run_statement(write)
 
@@ -439,4 +458,4 @@ class PostgresBatches:
         params = (now, owner, *_columns(outcomes, OutcomeRow), *_columns(attempts, AttemptRow))
         connection = await session.connection()
         result = await connection.exec_driver_sql(PG_RECORD, params)
-        return result.rowcount
+        return int(result.scalar_one())

@@ -1,8 +1,9 @@
 """Recording: a delivered batch's outcomes written in one transaction, with their side effects.
 
 Promises:
-- Only rows still leased to the batch's token are written (`batches`), so a worker that lost
-  its lease cannot overwrite someone else's result; the lost ones are logged.
+- Only rows still leased to the batch's token are written (`batches`), with their attempt rows
+  and no others, so a worker that lost its lease cannot overwrite someone else's result, and a
+  record retried after it committed writes nothing twice; the lost ones are logged.
 - The common batch (nothing but sends and waits) is one statement on PostgreSQL. Outcomes with
   side effects are written in one transaction with them: an opt-out recorded for the
   recipient, a broken channel's circuit opened (with a critical alert), a mended one closed,
@@ -81,7 +82,8 @@ class Recorder:
             written = await self.db.run(with_side_effects)
         if written < len(outcomes):
             # Their lease ended while this batch was sending (the process stalled longer than
-            # a lease): whoever took them over owns them now, and their outcome here is lost.
+            # a lease): whoever took them over owns them now, and their outcome (attempt rows
+            # included) here is lost.
             log.warning("batch %s: %d of %d outcome(s) not written, their lease was lost",
                         token, len(outcomes) - written, len(outcomes))
 

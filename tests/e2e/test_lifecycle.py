@@ -70,6 +70,26 @@ async def test_health_endpoints_answer(fake_telegram: FakeTelegram, start_bot: S
     assert body["components"]["database"] == {"status": "ok"}
 
 
+async def test_health_details_need_the_health_token_behind_a_proxy(
+    fake_telegram: FakeTelegram, start_bot: StartBot
+) -> None:
+    """The running bot honours HEALTH_TOKEN: a caller from outside (through a proxy) sees the
+    status and reasons only, the same caller with the token the parts; the token is never
+    printed."""
+    token = "e2e-health-token-0123456789"
+    bot = await start_bot(HEALTH_TOKEN=token)
+    outside = {"X-Forwarded-For": "203.0.113.9"}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{bot.web_url}/health", headers=outside) as response:
+            assert await response.json() == {"status": "ok", "reasons": []}
+        trusted = {**outside, "Authorization": f"Bearer {token}"}
+        async with http.get(f"{bot.web_url}/health", headers=trusted) as response:
+            body = await response.json()
+    assert body["components"]["database"] == {"status": "ok"}
+    await bot.stop()
+    assert token not in bot.text
+
+
 async def test_webhook_mode_checks_the_secret(
     fake_telegram: FakeTelegram, start_bot: StartBot
 ) -> None:
