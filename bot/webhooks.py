@@ -26,7 +26,11 @@ Promises:
   line a minute with how many more there were, never a line per request.
 - A verified delivery is applied in one unit of work (services.notifications.receipts), then
   answered 200. Every change is idempotent, so a delivery Meta retries changes nothing more. A
-  receipt for a message the dispatcher is still recording is answered 503 so Meta sends it again.
+  receipt for a message the dispatcher is still sending (no row has its message id yet, but its
+  reference names a notification being sent: WhatsApp's biz_opaque_callback_data, Twilio's
+  StatusCallback `?ref=`) is stored and applied once the send is recorded, and answered 200
+  like the rest: a 503 would make Meta send the whole batch again, messages included. Twilio
+  signs the URL it called, query included, so the reference is verified with the body.
 - Bodies, phone numbers and secrets are never logged.
 """
 
@@ -694,9 +698,6 @@ class Webhooks:
             return _error(503, "try again later")
         if outcomes:
             log.info("WhatsApp webhook applied: %s", _summary(outcomes))
-        if outcomes[receipts.ReceiptOutcome.IN_FLIGHT.value]:
-            # Everything else was applied, and applying it again changes nothing.
-            return _error(503, "a message is still being recorded; send again later")
         return web.json_response({"status": "ok"})
 
     # --- Twilio -----------------------------------------------------------------------------
@@ -723,6 +724,10 @@ class Webhooks:
             self.refusals.refused(_TWILIO.name, "ErrorCode is not a number")
             return _error(400, "ErrorCode is not a number")
         error_message = _short_text(form.get("ErrorMessage")) or ""
+        # The notification's id, put in the StatusCallback URL by the SMS channel and signed
+        # with it (the URL checked above is the one called, query included).
+        ref = request.query.get("ref", "")
+        reference = ref if _DIGITS.fullmatch(ref) else None
 
         alerts = self._alerts()
 
@@ -736,7 +741,7 @@ class Webhooks:
             )
             return await receipts.apply_receipt(
                 session, provider="twilio", provider_message_id=sid, status=status, at=now,
-                failure=failure, now=now, alerts=alerts,
+                failure=failure, now=now, reference=reference, alerts=alerts,
             )
 
         try:

@@ -260,3 +260,29 @@ class JobRun(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_text: Mapped[str | None] = mapped_column(Text)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class EarlyReceipt(Base):
+    """A provider receipt that arrived while its notification was still being sent, before the
+    dispatcher recorded the provider's message id: kept until that record, then applied
+    (services.notifications.receipts), or dropped after a bounded time if it never matches."""
+
+    __tablename__ = "early_receipts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    notification_id: Mapped[int] = mapped_column(
+        ForeignKey("notifications.id", ondelete="CASCADE"), index=True
+    )
+    provider: Mapped[str] = mapped_column(String(16))  # whatsapp | twilio
+    # What the send carried to tie the receipt to its notification: WhatsApp's
+    # biz_opaque_callback_data (the idempotency key), Twilio's StatusCallback ?ref= (the id).
+    reference: Mapped[str] = mapped_column(String(200))
+    provider_message_id: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    # The classified failure of a failed receipt; NULL when the provider gave no code.
+    error_class: Mapped[str | None] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    error_text: Mapped[str | None] = mapped_column(Text)
+    opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)  # when the provider says it happened
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

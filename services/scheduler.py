@@ -47,7 +47,7 @@ from database.models import DeliveryAttempt, JobRun
 from services import leases
 from services.alerts import Alerts, Severity
 from services.clock import Clock
-from services.notifications import outbox
+from services.notifications import outbox, receipts
 
 log = logging.getLogger(__name__)
 
@@ -435,6 +435,9 @@ ADDRESS_BATCH = 1000
 # Batches per run at most: a first run over a long history stops here, reports "more left", and
 # the next day's run goes on; a run that hit its time limit would be recorded as failed.
 ADDRESS_BATCHES_PER_RUN = 200
+# A receipt stored because it arrived before its send was recorded, and still unmatched after
+# this long, never will be (a batch's sends take seconds; the lease is a minute): dropped.
+EARLY_RECEIPT_BOUND = timedelta(hours=1)
 
 
 async def blank_delivery_addresses(
@@ -463,13 +466,22 @@ def register_core_jobs(
     *,
     dead_letter_retention: timedelta,
     delivery_address_retention: timedelta = timedelta(days=30),
+    early_receipt_bound: timedelta = EARLY_RECEIPT_BOUND,
 ) -> None:
-    """This issue's sweeps: lease rescue every minute; dead-letter archiving, and the blanking of
-    delivery addresses older than `delivery_address_retention`, daily."""
+    """This issue's sweeps: lease rescue every minute; early receipts every five minutes (those
+    whose send was recorded since are applied, those older than `early_receipt_bound` that never
+    matched are dropped and counted); dead-letter archiving, and the blanking of delivery
+    addresses older than `delivery_address_retention`, daily."""
 
     async def lease_rescue(now: datetime) -> str:
         released = await db.run(lambda s: outbox.release_expired_leases(s, now=now))
         return f"released {released}"
+
+    async def early_receipts(now: datetime) -> str:
+        applied, dropped = await db.run(lambda s: receipts.sweep_early_receipts(
+            s, now=now, older_than=early_receipt_bound, alerts=scheduler.alerts
+        ))
+        return f"applied {applied}, dropped {dropped}"
 
     async def archive_dead_letters(now: datetime) -> str:
         archived = await db.run(
@@ -498,6 +510,9 @@ def register_core_jobs(
 
     scheduler.add_job(
         "lease_rescue", lease_rescue, every=timedelta(minutes=1), lease=timedelta(minutes=1)
+    )
+    scheduler.add_job(
+        "early_receipts", early_receipts, every=timedelta(minutes=5), lease=timedelta(minutes=2)
     )
     # Daily as an interval rather than a cron time: it also runs soon after a start when the
     # last run is more than ~22 h old, so downtime never skips a day.

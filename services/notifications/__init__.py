@@ -14,7 +14,9 @@ file by file:
 4. record: `recording` writes the outcomes through `batches`, with their side effects: opt-outs,
    circuits, and a dead letter's alert to the admins (`dead_letters`).
 5. receipts: `receipts` applies a provider's later delivered/read/failed report to the row; a
-   failure takes the next channel or dead-letters it by the same `transitions` rules.
+   failure takes the next channel or dead-letters it by the same `transitions` rules. A report
+   that arrives before its send is recorded is stored (`early_receipts`) and applied by
+   `recording` right after the record, or by the scheduler's sweep.
 
 `transitions` holds every move along the chain (next channel, wait, dead letter, restart) and
 the wake-up; leases are taken and released in `batches` and `outbox`, cancel and archive are

@@ -14,6 +14,14 @@ Promises:
   given the alerting service: `dead_letters.alert_admins`). An opt-out code (WhatsApp 131050,
   Twilio 21610) also records the opt-out. A message already delivered or read is never sent
   again because of a late failure.
+- A receipt can arrive before its send is recorded: the dispatcher records a batch only once
+  every send in it has finished, so the provider's message id is not on the row yet. When the
+  receipt's `reference` (what the send carried: WhatsApp's biz_opaque_callback_data, the
+  idempotency key; Twilio's StatusCallback `?ref=`, the notification id) names a notification
+  still being sent, the receipt is stored (`early_receipts`) and answered as STORED; the record
+  applies it through the same path (`apply_stored_receipts`, right after the batch's record),
+  and the scheduler's sweep (`sweep_early_receipts`) applies any the record missed and drops,
+  counted in the log, the ones that never matched within a bound.
 - An inbound WhatsApp message opens the recipient's 24 h window; STOP (ARRET/ARRÊT) opts them out
   of WhatsApp and START opts them back in. Applying the same message twice changes nothing more.
 
@@ -25,13 +33,21 @@ from __future__ import annotations
 import enum
 import logging
 import unicodedata
+from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.models import DeliveryAttempt, Notification, NotificationStatus, User
+from database.models import (
+    DeliveryAttempt,
+    EarlyReceipt,
+    Notification,
+    NotificationStatus,
+    User,
+)
 from services import contacts
 from services.alerts import Alerts
 from services.notifications import dead_letters, transitions
@@ -62,9 +78,9 @@ class ReceiptOutcome(enum.StrEnum):
     IGNORED = "ignored"  # nothing to change: a duplicate, out of order, or a status we skip
     FAILED_MOVED_ON = "failed_moved_on"  # pending again, on the next channel
     DEAD_LETTERED = "dead_lettered"  # failed: no channel left, or fallback not allowed
-    # The message is being recorded by the dispatcher right now (only knowable with a
-    # `reference`): the caller should ask the provider to send the receipt again later.
-    IN_FLIGHT = "in_flight"
+    # The message is still being sent (only knowable with a `reference`): the receipt is
+    # stored, and applied once the dispatcher records the send.
+    STORED = "stored"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +118,11 @@ async def apply_receipt(
 
     `at` is when the provider says it happened (clamped to `now`). `failure` is the classified
     error of a failed receipt (classify_whatsapp / classify_twilio), None when the provider gave
-    no code. `reference` is the idempotency key the send carried (WhatsApp's
-    biz_opaque_callback_data), used only to tell a message still being recorded from an unknown
-    one. `alerts`, when given, tells the admins about a dead letter.
+    no code. `reference` is what the send carried to tie its receipts to it (WhatsApp's
+    biz_opaque_callback_data: the idempotency key; Twilio's StatusCallback `?ref=`: the
+    notification id), used only when no row has the message id yet: a receipt for a
+    notification still being sent is stored (STORED) and applied once its send is recorded.
+    `alerts`, when given, tells the admins about a dead letter.
     """
     channel = PROVIDER_CHANNELS.get(provider)
     if channel is None:
@@ -115,20 +133,24 @@ async def apply_receipt(
     if not provider_message_id:
         return ReceiptOutcome.UNKNOWN_MESSAGE
     at = min(at, now)
-    row = await session.scalar(
-        select(Notification)
-        .where(
-            Notification.provider_message_id == provider_message_id,
-            Notification.channel == channel,
-        )
-        .order_by(Notification.id.desc())
-        .limit(1)
-        .with_for_update()
-    )
+    row = await _by_message_id(session, provider_message_id, channel)
     if row is None:
-        if reference and await _in_flight(session, reference):
-            return ReceiptOutcome.IN_FLIGHT
-        return ReceiptOutcome.UNKNOWN_MESSAGE
+        if not reference:
+            return ReceiptOutcome.UNKNOWN_MESSAGE
+        referenced = await _referenced(session, provider, reference)
+        if referenced is None:
+            return ReceiptOutcome.UNKNOWN_MESSAGE
+        if referenced.status == NotificationStatus.SENDING:
+            if len(provider_message_id) > _MESSAGE_ID_MAX:
+                return ReceiptOutcome.UNKNOWN_MESSAGE  # could never match a stored row
+            _store(session, referenced.id, provider=provider, reference=reference,
+                   provider_message_id=provider_message_id, status=status, at=at,
+                   failure=failure, now=now)
+            return ReceiptOutcome.STORED
+        # Recorded between the two looks (the lock waited for that record): look again.
+        row = await _by_message_id(session, provider_message_id, channel)
+        if row is None:
+            return ReceiptOutcome.UNKNOWN_MESSAGE
 
     if status in READ_STATUSES:
         if row.read_at is not None:
@@ -157,18 +179,163 @@ async def apply_receipt(
     return await _fail(session, row, failure, now=now, alerts=alerts)
 
 
-async def _in_flight(session: AsyncSession, reference: str) -> bool:
-    """True when the notification with this idempotency key is being sent right now.
+_MESSAGE_ID_MAX = 128  # notifications.provider_message_id
+_REFERENCE_MAX = 200  # notifications.idempotency_key
 
-    Its `channel` column is not checked: while a row is leased it still names the channel it
-    was claimed on, which may be an earlier one the dispatcher has since moved past.
-    """
-    found = (
-        await session.execute(
-            select(Notification.status).where(Notification.idempotency_key == reference)
+
+async def _by_message_id(
+    session: AsyncSession, provider_message_id: str, channel: str
+) -> Notification | None:
+    return await session.scalar(
+        select(Notification)
+        .where(
+            Notification.provider_message_id == provider_message_id,
+            Notification.channel == channel,
         )
-    ).first()
-    return found is not None and found.status == NotificationStatus.SENDING
+        .order_by(Notification.id.desc())
+        .limit(1)
+        .with_for_update()
+    )
+
+
+async def _referenced(session: AsyncSession, provider: str, reference: str) -> Notification | None:
+    """The notification a receipt's reference names, locked: WhatsApp's is the idempotency key,
+    Twilio's the notification id.
+
+    Locked, so the dispatcher's record of that row waits for this unit of work (PostgreSQL), or
+    this one sees the row as the record left it: a receipt stored here is always seen by the
+    record's look for stored receipts, and one arriving after the record finds the row. Its
+    `channel` is not checked: while a row is leased it still names the channel it was claimed
+    on, which may be an earlier one the dispatcher has since moved past.
+    """
+    if len(reference) > _REFERENCE_MAX:
+        return None
+    if provider == "twilio":
+        if not reference.isascii() or not reference.isdigit() or len(reference) > 18:
+            return None
+        where = Notification.id == int(reference)
+    else:
+        where = Notification.idempotency_key == reference
+    return await session.scalar(select(Notification).where(where).with_for_update())
+
+
+def _store(
+    session: AsyncSession, notification_id: int, *, provider: str, reference: str,
+    provider_message_id: str, status: str, at: datetime, failure: Failure | None, now: datetime,
+) -> None:
+    session.add(
+        EarlyReceipt(
+            notification_id=notification_id,
+            provider=provider,
+            reference=reference,
+            provider_message_id=provider_message_id,
+            status=status[:16],
+            error_class=failure.kind.value if failure else None,
+            error_code=failure.code[:32] if failure else None,
+            error_text=failure.text if failure else None,
+            opt_out=bool(failure and failure.opt_out),
+            at=at,
+            received_at=now,
+        )
+    )
+    log.info("notification %s: %s receipt %r arrived before its send was recorded; stored",
+             notification_id, provider, status)
+
+
+def _stored_failure(stored: EarlyReceipt) -> Failure | None:
+    if stored.error_class is None:
+        return None
+    try:
+        kind = FailureClass(stored.error_class)
+    except ValueError:
+        kind = FailureClass.UNKNOWN
+    return Failure(kind=kind, provider=stored.provider, code=stored.error_code or "",
+                   text=stored.error_text or "", opt_out=stored.opt_out)
+
+
+async def apply_stored_receipts(
+    session: AsyncSession,
+    notification_ids: Collection[int],
+    *,
+    now: datetime,
+    alerts: Alerts | None = None,
+) -> Counter[str]:
+    """Apply the stored early receipts of these notifications whose send is recorded now (no
+    longer `sending`), through `apply_receipt`, in the order they arrived, and delete them.
+    One that still matches nothing is dropped (logged). Receipts of a notification still
+    being sent are kept. Returns the count of each outcome."""
+    outcomes: Counter[str] = Counter()
+    if not notification_ids:
+        return outcomes
+    rows = (
+        await session.execute(
+            select(EarlyReceipt, Notification.status)
+            .join(Notification, Notification.id == EarlyReceipt.notification_id)
+            .where(EarlyReceipt.notification_id.in_(list(notification_ids)))
+            .order_by(EarlyReceipt.id)
+            .with_for_update(of=EarlyReceipt, skip_locked=True)
+        )
+    ).all()
+    for stored, status in rows:
+        if status == NotificationStatus.SENDING:
+            continue
+        await session.delete(stored)
+        outcome = await apply_receipt(
+            session, provider=stored.provider, provider_message_id=stored.provider_message_id,
+            status=stored.status, at=stored.at, failure=_stored_failure(stored), now=now,
+            alerts=alerts,
+        )
+        outcomes[outcome.value] += 1
+        if outcome is ReceiptOutcome.UNKNOWN_MESSAGE:
+            log.warning("notification %s: stored %s receipt %r matches no recorded message; "
+                        "dropped", stored.notification_id, stored.provider, stored.status)
+    return outcomes
+
+
+async def has_stored_receipts(session: AsyncSession, notification_ids: Collection[int]) -> bool:
+    """Whether any early receipt is stored for these notifications (one indexed read)."""
+    if not notification_ids:
+        return False
+    found = await session.scalar(
+        select(EarlyReceipt.id)
+        .where(EarlyReceipt.notification_id.in_(list(notification_ids)))
+        .limit(1)
+    )
+    return found is not None
+
+
+# Stored receipts applied per sweep run at most; the rest wait for the next run.
+SWEEP_LIMIT = 1000
+
+
+async def sweep_early_receipts(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    older_than: timedelta,
+    alerts: Alerts | None = None,
+) -> tuple[int, int]:
+    """Apply stored receipts whose send has been recorded since (the record's own look failed
+    or its lease was lost), then drop, and count in the log, those received more than
+    `older_than` ago that still match nothing. Returns (applied, dropped)."""
+    recorded = (
+        await session.scalars(
+            select(EarlyReceipt.notification_id)
+            .join(Notification, Notification.id == EarlyReceipt.notification_id)
+            .where(Notification.status != NotificationStatus.SENDING.value)
+            .order_by(EarlyReceipt.id)
+            .limit(SWEEP_LIMIT)
+        )
+    ).all()
+    applied = await apply_stored_receipts(session, set(recorded), now=now, alerts=alerts)
+    stale = EarlyReceipt.received_at < now - older_than
+    dropped = await session.scalar(select(func.count()).select_from(EarlyReceipt).where(stale))
+    if dropped:
+        await session.execute(delete(EarlyReceipt).where(stale))
+        log.warning("dropped %d early receipt(s) that matched no recorded send within %s",
+                    dropped, older_than)
+    unmatched = applied[ReceiptOutcome.UNKNOWN_MESSAGE.value]
+    return sum(applied.values()) - unmatched, int(dropped or 0) + unmatched
 
 
 async def _fail(

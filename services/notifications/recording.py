@@ -10,6 +10,11 @@ Promises:
   and a dead letter's alert to the admins (`dead_letters.alert_admins`).
 - A side effect that fails is logged and undone alone (a savepoint): it never takes the
   batch's outcomes down with it.
+- Receipts that arrived while the batch was being sent (stored by `receipts`, since no row had
+  their message id yet) are applied right after the record, through `receipts`' own path: a
+  failure reported early still moves the notification on. Only a batch with WhatsApp or SMS
+  sends looks (one indexed read, without the writer's turn, then a unit of work only when one
+  is there); if that fails, the scheduler's sweep applies them later.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from database.models import ChannelState, NotificationStatus
 from services import contacts
 from services.alerts import Alerts, Severity
 from services.clock import Clock
-from services.notifications import dead_letters, transitions
+from services.notifications import dead_letters, outbox, receipts, transitions
 from services.notifications.batches import Batches, OutcomeRow
 from services.notifications.config import DispatcherConfig
 from services.notifications.delivery import Outcome, circuit_open_until, fit
@@ -33,6 +38,9 @@ from services.notifications.failures import Failure
 log = logging.getLogger(__name__)
 
 _FAILED = NotificationStatus.FAILED.value
+_SENT = NotificationStatus.SENT.value
+# The channels whose providers send receipts (so a receipt may arrive before the record).
+_RECEIPT_CHANNELS = frozenset(receipts.PROVIDER_CHANNELS.values())
 
 
 class Recorder:
@@ -86,6 +94,29 @@ class Recorder:
             # included) here is lost.
             log.warning("batch %s: %d of %d outcome(s) not written, their lease was lost",
                         token, len(outcomes) - written, len(outcomes))
+        await self._apply_early_receipts(outcomes)
+
+    async def _apply_early_receipts(self, outcomes: list[Outcome]) -> None:
+        ids = [
+            o.job.id for o in outcomes
+            if o.status == _SENT and o.result is not None and o.result.provider_message_id
+            and o.job.chain[min(o.channel_index, len(o.job.chain) - 1)] in _RECEIPT_CHANNELS
+        ]
+        if not ids:
+            return
+        try:
+            if not await self.db.read(lambda s: receipts.has_stored_receipts(s, ids)):
+                return
+            applied = await self.db.run(lambda s: receipts.apply_stored_receipts(
+                s, ids, now=self.clock.now(), alerts=self.alerts
+            ))
+        except Exception:
+            # The batch is recorded whatever happens here; the sweep applies these later.
+            log.exception("early receipts of a recorded batch not applied yet; the sweep will")
+            return
+        if applied:
+            log.info("early receipts applied after the record: %s",
+                     ", ".join(f"{name} {n}" for name, n in sorted(applied.items())))
 
     @staticmethod
     def _row(o: Outcome, now: datetime) -> OutcomeRow:
@@ -114,6 +145,11 @@ class Recorder:
                 session, user_id=job.recipient.user_id, channel=channel, now=now, reason=reason
             ):
                 log.info("user %s opted out of %s (%s)", job.recipient.user_id, channel, reason)
+        if o.broken or o.healed:
+            # This process's claims read the channels' states again once this commits: a read
+            # that began before the circuit changed must not keep serving the old state (the
+            # alert about the broken channel, enqueued here, would go out over it).
+            session.info[outbox.STATES_FLAG] = True
         for name, failure in o.broken:
             await self._open_circuit(session, name, failure, now)
         for name in o.healed:

@@ -256,8 +256,10 @@ async def test_an_undelivered_sms_moves_on_to_email_and_forged_callbacks_are_ref
     await sent_on(db, other, "sms")
     by_body = {m.body: m for m in providers.twilio.sent}
     first, second = by_body["Your invoice is ready."], by_body["Second message."]
-    callback_url = f"{bot.web_url}{TWILIO_PATH}"
+    # The notification's id rides along, signed by Twilio with the URL (early receipts).
+    callback_url = f"{bot.web_url}{TWILIO_PATH}?ref={nid}"
     assert first.status_callback == callback_url
+    assert second.status_callback == f"{bot.web_url}{TWILIO_PATH}?ref={other}"
 
     # Forged: signed with another token, or not signed at all.
     params = {"MessageSid": first.sid, "MessageStatus": "undelivered", "ErrorCode": "30003",

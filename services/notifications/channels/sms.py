@@ -3,7 +3,8 @@
 One form-encoded `POST .../Accounts/{sid}/Messages.json` with HTTP Basic auth per message; the
 sender's rate (`TWILIO_RATE_PER_SECOND`, 1/s for a long code) is kept by sleeping briefly through
 the shared RateLimiter. Failures are classified on Twilio's error code (classify.classify_twilio);
-delivery failures (30xxx) arrive later in the StatusCallback. Wire format: Twilio's Messages
+delivery failures (30xxx) arrive later in the StatusCallback, whose URL carries `?ref=` and the
+notification's id (receipts.apply_receipt's `reference`). Wire format: Twilio's Messages
 API, `POST https://api.twilio.com/2010-04-01/Accounts/{AccountSid}/Messages.json`
 (https://www.twilio.com/docs/messaging/api/message-resource).
 """
@@ -99,7 +100,12 @@ class SmsChannel:
             raise _refused(FailureClass.PERMANENT, "empty", "nothing to send")
         form = {"To": to, "From": str(self.from_number), "Body": body}
         if self.status_callback_url:
-            form["StatusCallback"] = self.status_callback_url
+            # The notification's id rides along, signed by Twilio with the rest of the URL, so
+            # a receipt arriving before the send is recorded still finds its notification.
+            joiner = "&" if "?" in self.status_callback_url else "?"
+            form["StatusCallback"] = (
+                f"{self.status_callback_url}{joiner}ref={message.notification_id}"
+            )
 
         waited = await acquire(
             self.limiter,
