@@ -167,6 +167,7 @@ def build_delivery(
         send_retry_wait=settings.send_retry_wait_seconds,
         circuit_probe_seconds=settings.circuit_probe_seconds,
         exclusive=redis is None,
+        leader_lease=timedelta(seconds=settings.dispatcher_leader_lease_seconds),
     )
     dispatcher = Dispatcher(db, channels, clock, alerts, config, owner=owner)
     scheduler = Scheduler(

@@ -29,3 +29,6 @@ class DispatcherConfig:
     states_ttl_seconds: float = 1.0
     # Without Redis only one process may dispatch: it holds the "dispatcher" lease.
     exclusive: bool = False
+    # How long that lease lasts unrenewed (renewed every third of it): a successor takes
+    # over this long after a crash. Independent of `lease`, which guards each claimed row.
+    leader_lease: timedelta = timedelta(seconds=10)

@@ -526,11 +526,11 @@ async def test_without_redis_one_process_dispatches_and_another_takes_over_when_
     second = Dispatcher(db, channels, clock, alerts, config, owner="process-b")
     assert await first._may_dispatch() is True
     assert await second._may_dispatch() is False
-    clock.advance(30)  # the holder renews its lease while it lives
+    clock.advance(3)  # the holder renews its leader lease (10 s) while it lives
     assert await first._may_dispatch() is True
-    clock.advance(30)
+    clock.advance(3)
     assert await second._may_dispatch() is False
-    clock.advance(61)  # process-a died: its lease ran out
+    clock.advance(11)  # process-a died: its leader lease ran out
     assert await second._may_dispatch() is True
 
 
