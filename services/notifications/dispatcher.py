@@ -45,7 +45,7 @@ from services.notifications import outbox, transitions
 from services.notifications.batches import ChannelStatus, Claimed, batches_for
 from services.notifications.channels.base import Channel
 from services.notifications.config import DispatcherConfig
-from services.notifications.delivery import DeliveryPolicy
+from services.notifications.delivery import DeliveryPolicy, Outcome
 from services.notifications.recording import Recorder
 
 __all__ = ["DISPATCH_LEASE", "Dispatcher", "DispatcherConfig", "new_owner"]
@@ -394,17 +394,40 @@ class Dispatcher:
         if not jobs:
             return 0
         log.debug("dispatcher %s claimed %d notification(s)", self.owner, len(jobs))
-        renewal = asyncio.create_task(self._renew_lease(token))
+        # Until when (this process's monotonic clock) the batch's rows are surely still ours:
+        # the claim's lease, moved on by each renewal that reached the database.
+        held_until = [self.clock.monotonic() + self.config.lease.total_seconds()]
+        renewal = asyncio.create_task(self._renew_lease(token, held_until))
         try:
             outcomes = await self.delivery.deliver_all(jobs, states, self._stopping)
+            await self._record_while_held(outcomes, token, held_until)
         finally:
             renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewal
-        await self.recorder.record(outcomes, token)
         return len(jobs)
 
-    async def _renew_lease(self, token: str) -> None:
+    async def _record_while_held(
+        self, outcomes: list[Outcome], token: str, held_until: list[float]
+    ) -> None:
+        """Record what was sent; while the database is away, keep the outcomes and try again
+        as long as the rows are still leased to the batch.
+
+        The messages have left: if the outcomes were dropped, the rows would be sent again
+        when their lease ended. So an outage shorter than the lease sends nothing twice (the
+        lease renewal goes on meanwhile, and extends the time once the database is back).
+        """
+        while True:
+            try:
+                await self.recorder.record(outcomes, token)
+                return
+            except Exception as exc:
+                if not _is_outage(exc) or self.clock.monotonic() >= held_until[0]:
+                    raise
+                self._outage_began(exc, f"recording batch {token}")
+            await asyncio.sleep(self.outage_retry_seconds)
+
+    async def _renew_lease(self, token: str, held_until: list[float]) -> None:
         every = self.config.lease.total_seconds() / 3
         while True:
             await asyncio.sleep(every)
@@ -419,11 +442,14 @@ class Dispatcher:
                     .values(lease_until=self.clock.now() + self.config.lease)
                 )
 
+            renewed_at = self.clock.monotonic()
             try:
                 await self.db.run(renew)
             except Exception as exc:
                 if not self._outage_began(exc, f"renewing the lease of batch {token}"):
                     log.exception("could not renew the lease of batch %s", token)
+            else:
+                held_until[0] = renewed_at + self.config.lease.total_seconds()
 
     async def _claim(self, token: str) -> Claimed:
         """Lease a batch to `token`; the channels' states are read with it when this

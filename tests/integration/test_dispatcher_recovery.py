@@ -169,3 +169,63 @@ async def test_an_outage_is_logged_once_when_it_begins_and_once_when_it_ends(
     back = [r for r in mine if "database is back after" in r.getMessage()]
     assert len(back) == 1 and back[0].levelno == logging.WARNING
     assert "1 notification(s) due or in flight" in back[0].getMessage()
+
+
+def _record_fails(dispatcher: Dispatcher, times: int, clock: FakeClock | None = None,
+                  advance: float = 0.0) -> list[int]:
+    """The database is away for the batch's record `times` times (each failure moving the
+    clock on by `advance` seconds), then back. Returns a counter of the failures left."""
+    left = [times]
+    record = dispatcher.recorder.record
+
+    async def flaky(outcomes, token):
+        if left[0] > 0:
+            left[0] -= 1
+            if clock is not None:
+                clock.advance(seconds=advance)
+            raise OperationalError("UPDATE", {}, ConnectionRefusedError(111, "refused"))
+        return await record(outcomes, token)
+
+    dispatcher.recorder.record = flaky  # type: ignore[method-assign]
+    return left
+
+
+async def _status(db: Database, notification_id: int) -> str:
+    from database.models import Notification
+
+    async with db.transaction() as session:
+        return (await session.get_one(Notification, notification_id)).status
+
+
+async def test_an_outage_shorter_than_the_lease_sends_nothing_twice(db, clock) -> None:
+    """The record fails while the database is away: the outcomes are kept and recorded when
+    it returns, so the row is sent once and ends 'sent', with its attempt on file."""
+    user = await make_user(db, clock)
+    nid = await _enqueue(db, clock, user, key="during-outage")
+    channel = ScriptedChannel(TG)
+    dispatcher = Dispatcher(db, {TG: channel}, clock, _alerts(),
+                            DispatcherConfig(send_retry_wait=0), owner="outage")
+    dispatcher.outage_retry_seconds = 0.01
+    left = _record_fails(dispatcher, 5, clock, advance=5)  # 25 s of a 60 s lease
+
+    assert await dispatcher.run_once() == 1
+    assert left == [0]
+    assert await _status(db, nid) == "sent"
+    assert await dispatcher.run_once() == 0  # nothing due again: nothing sent twice
+    assert channel.texts() == ["message during-outage"]
+
+
+async def test_an_outage_longer_than_the_lease_leaves_the_rows_to_be_sent_again(db, clock):
+    """Past the lease the rows may be someone else's: the batch gives up its outcomes, and
+    the rows are due again when the lease is rescued (at most this batch is sent twice)."""
+    user = await make_user(db, clock)
+    nid = await _enqueue(db, clock, user, key="long-outage")
+    channel = ScriptedChannel(TG)
+    dispatcher = Dispatcher(db, {TG: channel}, clock, _alerts(),
+                            DispatcherConfig(send_retry_wait=0), owner="outage")
+    dispatcher.outage_retry_seconds = 0.01
+    _record_fails(dispatcher, 100, clock, advance=30)
+
+    with pytest.raises(OperationalError):
+        await dispatcher.run_once()
+    assert await _status(db, nid) == "sending"
