@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     dispatcher_batch_size: int = Field(default=50, ge=1, le=1000)
     dispatcher_lease_seconds: float = Field(default=60.0, gt=0)
     # Without Redis: how long the "dispatcher" leadership outlives a crashed holder.
-    dispatcher_leader_lease_seconds: float = Field(default=10.0, gt=0)
+    dispatcher_leader_lease_seconds: float = Field(default=6.0, gt=0)
     # Longest sleep between looks for due rows when nothing woke the dispatcher.
     dispatcher_idle_seconds: float = Field(default=5.0, gt=0)
     channel_max_attempts: int = Field(default=4, ge=1)

@@ -31,4 +31,4 @@ class DispatcherConfig:
     exclusive: bool = False
     # How long that lease lasts unrenewed (renewed every third of it): a successor takes
     # over this long after a crash. Independent of `lease`, which guards each claimed row.
-    leader_lease: timedelta = timedelta(seconds=10)
+    leader_lease: timedelta = timedelta(seconds=6)
