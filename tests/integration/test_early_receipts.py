@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -31,11 +30,10 @@ from services.notifications.delivery import Outcome
 from services.notifications.receipts import ReceiptOutcome, apply_receipt
 from services.notifications.recording import Recorder
 from services.scheduler import Scheduler, register_core_jobs
-from tests.integration.test_webhook_edges import (
+from tests.integration.webhook_app import (
     AUTH_TOKEN,
     TWILIO_PATH,
     Edge,
-    start_edge,
     status_entry,
     whatsapp_body,
 )
@@ -48,15 +46,6 @@ TOKEN = "worker-1:batch-1"
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()  # the same instant as the webhook app's own FakeClock
-
-
-@pytest.fixture
-async def edge(db_url: str) -> AsyncIterator[Edge]:
-    started, bot = await start_edge(db_url)
-    yield started
-    await started.client.close()
-    await bot.session.close()
-    await started.db.dispose()
 
 
 def _alerts() -> Alerts:
