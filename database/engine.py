@@ -65,6 +65,21 @@ def is_transient(exc: BaseException) -> bool:
     return any(marker in str(orig) for marker in _SQLITE_TRANSIENT)
 
 
+def is_connection_failure(exc: BaseException | None) -> bool:
+    """True when the database could not be reached or the connection went away (an outage), as
+    opposed to a conflict between transactions (serialization failure, deadlock, lock)."""
+    if exc is None:
+        return False
+    if isinstance(exc, ConnectionLost | OSError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig
+    sqlstate = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None) or ""
+    return sqlstate.startswith(("08", "57P")) or isinstance(exc, OSError | TimeoutError)
+
+
 # The driver's errors that leave its connection unusable (InternalClientError: seen when the
 # server ended the session while the connection sat in the pool).
 _BROKEN = (OSError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
@@ -133,6 +148,8 @@ class DriverQuery:
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """Create the async engine; for SQLite, make the file's folder and set safe pragmas."""
     parsed = make_url(url)
+    # A statement's parameters (phone numbers, texts) never appear in an error or a log line.
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
@@ -373,7 +390,12 @@ class Database:
 
     @staticmethod
     def _log_retry(failed_attempt: int, exc: BaseException | None) -> None:
-        log.warning(
+        """A conflict between transactions is worth a warning; a lost connection is not, per
+        unit of work: in an outage every caller would log one, so whoever waits for the
+        database (the dispatcher, /health) says once that it went away and once that it is
+        back."""
+        log.log(
+            logging.DEBUG if is_connection_failure(exc) else logging.WARNING,
             "transient database error, retrying unit of work (attempt %d): %s",
             failed_attempt,
             type(exc).__name__ if exc is not None else "?",

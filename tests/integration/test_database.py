@@ -110,6 +110,45 @@ async def test_a_read_does_not_wait_for_a_writer_in_progress(db: Database) -> No
         await db.run_statement(lambda c: c.execute(text("DROP TABLE scratch")))
 
 
+async def test_a_lost_connection_is_retried_without_a_warning_per_unit_of_work(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In an outage every unit of work would log its retry: whoever waits for the database
+    reports the outage once, so the engine keeps a lost connection's retry at DEBUG."""
+    db = Database.from_url(postgres_url)
+    try:
+        assert await db.run(lambda s: s.scalar(text("SELECT 1"))) == 1
+        await _admin(postgres_url, TERMINATE_OTHERS.format(name=db.engine.url.database))
+        with caplog.at_level("DEBUG", logger="database.engine"):
+            assert await db.run(lambda s: s.scalar(text("SELECT 6 * 7"))) == 42
+        retries = [r for r in caplog.records if "retrying unit of work" in r.getMessage()]
+        assert retries and all(r.levelname == "DEBUG" for r in retries)
+    finally:
+        await db.dispose()
+
+
+async def test_a_conflict_between_transactions_is_retried_with_a_warning(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = Database.from_url(postgres_url)
+    calls = 0
+
+    async def conflicting(session) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # a serialization failure, raised by the server itself
+            await session.execute(text(
+                "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$"))
+        return calls
+
+    try:
+        assert await db.run(conflicting) == 2
+        retries = [r for r in caplog.records if "retrying unit of work" in r.getMessage()]
+        assert [r.levelname for r in retries] == ["WARNING"]
+    finally:
+        await db.dispose()
+
+
 async def test_a_read_is_retried_like_a_unit_of_work(postgres_url: str) -> None:
     """A read on a connection the server closed runs again on a fresh one."""
     db = Database.from_url(postgres_url)
