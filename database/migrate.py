@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from alembic import command
@@ -10,7 +12,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from database import models  # noqa: F401  (registers the tables)
 from database.base import Base
@@ -24,6 +26,44 @@ def alembic_config() -> Config:
     return config
 
 
+def _sqlite_pragma(connection: Connection, statement: str) -> list[tuple[object, ...]]:
+    """Run a PRAGMA on the DBAPI connection itself: SQLAlchemy would begin a transaction
+    first, and `foreign_keys` cannot change inside one."""
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(statement)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+@contextlib.asynccontextmanager
+async def _migrating(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One transaction for the migrations; on SQLite with foreign keys off meanwhile.
+
+    Alembic changes a SQLite table by copying it into a new one and dropping the old
+    (render_as_batch). With foreign keys on, dropping a parent table deletes every child row
+    that cascades from it. SQLite's documented procedure for such changes
+    (https://www.sqlite.org/lang_altertable.html, "other kinds of table schema changes"):
+    foreign keys off, change, `PRAGMA foreign_key_check`, commit, foreign keys on again.
+    """
+    async with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            await connection.run_sync(_sqlite_pragma, "PRAGMA foreign_keys=OFF")
+        try:
+            async with connection.begin():
+                yield connection
+                if sqlite:
+                    broken = await connection.run_sync(_sqlite_pragma,
+                                                       "PRAGMA foreign_key_check")
+                    if broken:
+                        raise RuntimeError(f"the migration broke foreign keys: {broken[:5]}")
+        finally:
+            if sqlite:
+                await connection.run_sync(_sqlite_pragma, "PRAGMA foreign_keys=ON")
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Bring the schema to `revision` (head by default)."""
 
@@ -32,7 +72,7 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
-    async with engine.begin() as connection:
+    async with _migrating(engine) as connection:
         await connection.run_sync(_upgrade)
 
 
@@ -42,7 +82,7 @@ async def downgrade(engine: AsyncEngine, revision: str) -> None:
         config.attributes["connection"] = connection
         command.downgrade(config, revision)
 
-    async with engine.begin() as connection:
+    async with _migrating(engine) as connection:
         await connection.run_sync(_downgrade)
 
 
