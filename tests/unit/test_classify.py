@@ -87,10 +87,11 @@ WHATSAPP_TABLE = [
     (190, B, None),
     (10, B, None),
     (368, B, None),
-    (131031, B, None),
-    (133010, B, None),
     (200, B, None),
     (299, B, None),
+    # sender-level: broken for one sender number, the others take over
+    (131031, B, "sender"),
+    (133010, B, "sender"),
 ]
 
 
@@ -106,6 +107,14 @@ def test_whatsapp_code_decides_whatever_the_status(code, kind, scope, status):
         assert failure.retry_after is not None and failure.retry_after > 0
     else:
         assert failure.retry_after is None
+
+
+def test_an_unknown_phone_number_id_is_a_sender_level_failure():
+    body = wa_error(100)
+    body["error"]["error_subcode"] = 33
+    failure = classify_whatsapp(400, body)
+    assert (failure.kind, failure.scope) == (B, "sender")
+    assert classify_whatsapp(400, wa_error(100)).kind is P
 
 
 def test_whatsapp_examples_from_the_brief():
@@ -193,7 +202,7 @@ def test_whatsapp_text_has_no_phone_number_or_token():
     )
     failure = classify_whatsapp(400, body)
     assert not FULL_NUMBER.search(failure.text), failure.text
-    assert "33*******78" in failure.text
+    assert "+•••••••••78" in failure.text
     assert "abc.def-ghi" not in failure.text
 
 
@@ -262,7 +271,7 @@ def test_twilio_text_has_no_phone_number():
     body = tw_error(21211, message="The 'To' number +15558675310 is not a valid phone number.")
     failure = classify_twilio(400, body)
     assert not FULL_NUMBER.search(failure.text)
-    assert "+15*******10" in failure.text
+    assert "+•••••••••10" in failure.text
 
 
 def test_twilio_table_covers_every_code_named_in_the_brief():
@@ -361,8 +370,10 @@ def test_telegram_text_has_no_token():
 
 
 def test_mask_phone_numbers_matches_the_log_format():
-    assert mask_phone_numbers("call +33612345678 now") == "call +33*******78 now"
-    assert mask_phone_numbers("to 15551234567.") == "to 15*******67."
+    # services.masking's one display format; a bare number only in a field that holds one.
+    assert mask_phone_numbers("call +33612345678 now") == "call +•••••••••78 now"
+    assert mask_phone_numbers("to=15551234567.") == "to=+•••••••••67."
+    assert mask_phone_numbers("user 15551234567.") == "user 15551234567."
     assert mask_phone_numbers("code 131026") == "code 131026"
     assert mask_phone_numbers("wamid.HBgLMTY1MDUwNzY1MjAVAgARGBI5") == (
         "wamid.HBgLMTY1MDUwNzY1MjAVAgARGBI5"
