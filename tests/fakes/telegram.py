@@ -23,7 +23,17 @@ Faults can be scripted (``fail_next``, ``block_user``, ``failure_rate``,
 ``delay``, ``set_unauthorized``). A webhook set with ``setWebhook`` receives
 the queued updates by POST (http is accepted too, unlike Telegram).
 
-Not emulated: media uploads, Markdown parsing, "bot can't initiate
+Media (issue 11): sendPhoto, sendDocument, sendAudio, sendVideo, sendVoice and
+sendSticker take a file id or an upload (multipart, kept with its bytes; photos
+up to 10 MB, other files 50 MB), sendLocation a point; ``getFile`` answers a
+``file_path`` that ``GET /file/bot<token>/<file_path>`` downloads (up to 20 MB,
+as Telegram). ``add_file`` holds a file a user sent, ``file_data`` gives back
+what was uploaded. Chats and topics: ``getChat``; ``set_forum(chat_id)`` makes a
+supergroup a forum, where ``createForumTopic`` opens topics; every send takes
+``message_thread_id`` (refused for a topic that does not exist) and
+``reply_parameters`` / ``reply_to_message_id``.
+
+Not emulated: Markdown parsing, "bot can't initiate
 conversation" for users who never wrote, automatic url/mention entities.
 
 Run it by hand (no token needed; any ``<digits>:<text>`` token is accepted)::
@@ -162,6 +172,38 @@ class ApiError(Exception):
         if self.retry_after is not None:
             body["parameters"] = {"retry_after": self.retry_after}
         return body
+
+
+PHOTO_UPLOAD_LIMIT = 10 * 1024 * 1024
+FILE_UPLOAD_LIMIT = 50 * 1024 * 1024
+DOWNLOAD_LIMIT = 20 * 1024 * 1024  # what getFile lets a bot download
+
+
+class UploadedFile(str):
+    """A multipart upload: reads as "<file name>" in a call's parameters, keeps its bytes."""
+
+    data: bytes
+    filename: str
+    content_type: str
+
+    def __new__(cls, shown: str, *, data: bytes, filename: str,
+                content_type: str) -> UploadedFile:
+        value = super().__new__(cls, shown)
+        value.data, value.filename, value.content_type = data, filename, content_type
+        return value
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> UploadedFile:
+        return self  # immutable
+
+
+@dataclass
+class StoredFile:
+    """A file the fake holds: uploaded by the bot, or sent by a user (`add_file`)."""
+
+    file_id: str
+    data: bytes
+    mime_type: str
+    file_name: str | None = None
 
 
 @dataclass
@@ -311,6 +353,9 @@ class FakeTelegram:
         self._group_windows: dict[int, deque[float]] = {}
         self._last_private_send: dict[int, float] = {}
         self._waiters: set[asyncio.Future[None]] = set()
+        self._files: dict[str, StoredFile] = {}
+        self._forums: set[int] = set()
+        self._topics: dict[int, dict[int, str]] = {}  # chat id -> thread id -> name
         self._closing = False
         self._current_token = token or TEST_TOKEN
         self._runner: web.AppRunner | None = None
@@ -321,6 +366,17 @@ class FakeTelegram:
             "getme": self._get_me,
             "getupdates": self._get_updates,
             "sendmessage": self._send_message,
+            "sendphoto": self._send_photo,
+            "senddocument": self._send_document,
+            "sendaudio": self._send_audio,
+            "sendvideo": self._send_video,
+            "sendvoice": self._send_voice,
+            "sendsticker": self._send_sticker,
+            "sendlocation": self._send_location,
+            "getfile": self._get_file,
+            "getchat": self._get_chat,
+            "createforumtopic": self._create_forum_topic,
+            "sendmediagroup": self._send_media_group,
             "editmessagetext": self._edit_message_text,
             "editmessagereplymarkup": self._edit_message_reply_markup,
             "deletemessage": self._delete_message,
@@ -345,6 +401,7 @@ class FakeTelegram:
         app.router.add_get("/_control/calls", self._control_calls)
         app.router.add_get("/_control/messages", self._control_messages)
         app.router.add_route("*", "/bot{token}/{method}", self._handle_api)
+        app.router.add_get("/file/bot{token}/{path:.*}", self._download_file)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._closing = False
         self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
@@ -607,6 +664,27 @@ class FakeTelegram:
     def set_unauthorized(self, value: bool = True) -> None:
         self._unauthorized = value
 
+    def add_file(self, data: bytes, mime_type: str = "image/jpeg",
+                 file_name: str | None = None) -> str:
+        """Hold a file a user sent (a photo, a document); returns its file id."""
+        file_id = f"AgAC{len(self._files) + 1:06d}{BOT_ID}"
+        self._files[file_id] = StoredFile(file_id, data, mime_type, file_name)
+        return file_id
+
+    def file_data(self, file_id: str) -> bytes:
+        """The bytes of a file uploaded by the bot (or added by a test)."""
+        return self._files[file_id].data
+
+    def set_forum(self, chat_id: int, forum: bool = True) -> None:
+        """Make a supergroup a forum (topics on) or not."""
+        if chat_id > -1_000_000_000_000:
+            raise ValueError("only a supergroup (id <= -10**12) can be a forum")
+        (self._forums.add if forum else self._forums.discard)(chat_id)
+
+    def topics(self, chat_id: int) -> dict[int, str]:
+        """The forum topics created in a chat: thread id -> name."""
+        return dict(self._topics.get(chat_id, {}))
+
     @property
     def pending_updates(self) -> list[dict[str, Any]]:
         return copy.deepcopy(self._pending)
@@ -685,7 +763,8 @@ class FakeTelegram:
                 chat["username"] = user["username"]
             return {**chat, "type": "private"}
         kind = "supergroup" if chat_id <= -1_000_000_000_000 else "group"
-        return {"id": chat_id, "title": f"Test {kind} {chat_id}", "type": kind}
+        chat = {"id": chat_id, "title": f"Test {kind} {chat_id}", "type": kind}
+        return {**chat, "is_forum": True} if chat_id in self._forums else chat
 
     def _store_message(
         self, chat_id: int, sender: dict[str, Any], content: dict[str, Any]
@@ -815,6 +894,127 @@ class FakeTelegram:
         chat_id = self._chat_id(params)
         content = self._format(params.get("text"), params)
         markup = _check_markup(params.get("reply_markup"), inline_only=False)
+        self._place(chat_id, params, content)
+        if chat_id in self._blocked:
+            raise ApiError(403, "Forbidden: bot was blocked by the user")
+        self._check_limits(chat_id)
+        content["reply_markup"] = markup
+        message = self._store_message(chat_id, BOT_USER, _drop_empty(content))
+        self._sent.append(copy.deepcopy(message))
+        return message
+
+    def _photo(self, file_id: Any) -> list[dict[str, Any]]:
+        """A photo sent again by its file id (the only kind of photo this fake takes)."""
+        if not isinstance(file_id, str) or not file_id:
+            raise ApiError(400, "Bad Request: wrong remote file identifier specified")
+        return [{"file_id": file_id, "file_unique_id": file_id[-16:], "width": 90, "height": 90}]
+
+    def _caption(self, params: dict[str, Any]) -> dict[str, Any]:
+        caption = params.get("caption")
+        if not caption:
+            return {}
+        content = self._format(caption, params)
+        return {"caption": content["text"], "caption_entities": content["entities"]}
+
+    async def _send_photo(self, params: dict[str, Any]) -> dict[str, Any]:
+        return await self._send_media(params, "photo")
+
+    async def _send_document(self, params: dict[str, Any]) -> dict[str, Any]:
+        return await self._send_media(params, "document")
+
+    async def _send_audio(self, params: dict[str, Any]) -> dict[str, Any]:
+        return await self._send_media(params, "audio")
+
+    async def _send_video(self, params: dict[str, Any]) -> dict[str, Any]:
+        return await self._send_media(params, "video")
+
+    async def _send_voice(self, params: dict[str, Any]) -> dict[str, Any]:
+        return await self._send_media(params, "voice")
+
+    async def _send_sticker(self, params: dict[str, Any]) -> dict[str, Any]:
+        return await self._send_media(params, "sticker")
+
+    def _media_object(self, kind: str, value: Any) -> Any:
+        """The message's media field for a file id or an upload (stored with its bytes)."""
+        if isinstance(value, UploadedFile):
+            limit = PHOTO_UPLOAD_LIMIT if kind == "photo" else FILE_UPLOAD_LIMIT
+            if len(value.data) > limit:
+                raise ApiError(413, "Request Entity Too Large")
+            if not value.data:
+                raise ApiError(400, "Bad Request: file must be non-empty")
+            file_id = f"{kind[:2].upper()}AC{len(self._files) + 1:06d}{BOT_ID}"
+            self._files[file_id] = StoredFile(file_id, value.data, value.content_type,
+                                              value.filename)
+            value = file_id
+        if kind == "photo":
+            return self._photo(value)
+        if not isinstance(value, str) or not value:
+            raise ApiError(400, "Bad Request: wrong remote file identifier specified")
+        stored = self._files.get(value)
+        media: dict[str, Any] = {"file_id": value, "file_unique_id": value[-16:]}
+        if stored is not None:
+            media["file_size"] = len(stored.data)
+            if kind in ("document", "audio", "video", "voice"):
+                media["mime_type"] = stored.mime_type
+            if kind in ("document", "audio") and stored.file_name:
+                media["file_name"] = stored.file_name
+        if kind in ("audio", "video", "voice"):
+            media["duration"] = 1
+        if kind in ("video", "sticker"):
+            media.update(width=90, height=90)
+        if kind == "sticker":
+            media.update(type="regular", is_animated=False, is_video=False)
+        return media
+
+    async def _send_media(self, params: dict[str, Any], kind: str) -> dict[str, Any]:
+        chat_id = self._chat_id(params)
+        if params.get(kind) in (None, ""):
+            raise ApiError(400, f"Bad Request: there is no {kind} in the request")
+        value = params.get(kind)
+        if isinstance(value, str) and value.startswith("attach://"):  # the upload's field
+            value = params.get(value.removeprefix("attach://"))
+            if not isinstance(value, UploadedFile):
+                raise ApiError(400, "Bad Request: wrong file identifier/HTTP URL specified")
+        content = {kind: self._media_object(kind, value)}
+        if kind != "sticker":
+            content.update(self._caption(params))
+        self._place(chat_id, params, content)
+        return self._deliver(chat_id, params, content)
+
+    async def _send_location(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = self._chat_id(params)
+        try:
+            latitude = float(params["latitude"])
+            longitude = float(params["longitude"])
+        except (KeyError, TypeError, ValueError):
+            raise ApiError(400, "Bad Request: wrong latitude or longitude specified") from None
+        if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
+            raise ApiError(400, "Bad Request: wrong latitude or longitude specified")
+        content: dict[str, Any] = {"location": {"latitude": latitude, "longitude": longitude}}
+        self._place(chat_id, params, content)
+        return self._deliver(chat_id, params, content)
+
+    def _deliver(
+        self, chat_id: int, params: dict[str, Any], content: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What every send ends with: markup checked, the chat's limits, stored and answered."""
+        content["reply_markup"] = _check_markup(params.get("reply_markup"), inline_only=False)
+        if chat_id in self._blocked:
+            raise ApiError(403, "Forbidden: bot was blocked by the user")
+        self._check_limits(chat_id)
+        message = self._store_message(chat_id, BOT_USER, _drop_empty(content))
+        self._sent.append(copy.deepcopy(message))
+        return message
+
+    def _place(self, chat_id: int, params: dict[str, Any], content: dict[str, Any]) -> None:
+        """A send's topic (message_thread_id) and the message it replies to, as Telegram
+        checks them."""
+        thread_id = params.get("message_thread_id")
+        if thread_id not in (None, ""):
+            if not isinstance(thread_id, int) or thread_id not in self._topics.get(chat_id, {}):
+                raise ApiError(400, "Bad Request: message thread not found")
+            content["message_thread_id"] = thread_id
+            content["is_topic_message"] = True
         reply = params.get("reply_parameters")
         reply = reply if isinstance(reply, dict) else {}
         reply_to_id = reply.get("message_id") or params.get("reply_to_message_id")
@@ -828,13 +1028,69 @@ class FakeTelegram:
                 content["reply_to_message"].pop("reply_to_message", None)
             elif not lenient:
                 raise ApiError(400, "Bad Request: message to be replied not found")
+
+    async def _get_file(self, params: dict[str, Any]) -> dict[str, Any]:
+        stored = self._files.get(str(params.get("file_id") or ""))
+        if stored is None:
+            raise ApiError(400, "Bad Request: invalid file_id")
+        if len(stored.data) > DOWNLOAD_LIMIT:
+            raise ApiError(400, "Bad Request: file is too big")
+        return {"file_id": stored.file_id, "file_unique_id": stored.file_id[-16:],
+                "file_size": len(stored.data), "file_path": f"files/{stored.file_id}"}
+
+    async def _download_file(self, request: web.Request) -> web.Response:
+        token, path = request.match_info["token"], request.match_info["path"]
+        stored = self._files.get(path.removeprefix("files/"))
+        if not _TOKEN_RE.fullmatch(token) or self.token not in (None, token) or stored is None:
+            return web.json_response(ApiError(404, "Not Found").body(), status=404)
+        return web.Response(body=stored.data, content_type=stored.mime_type)
+
+    async def _get_chat(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = self._chat_id(params)
+        if chat_id > 0 and chat_id not in self._users:
+            raise ApiError(400, "Bad Request: chat not found")
+        return {**self._chat(chat_id), "accent_color_id": 0, "max_reaction_count": 11,
+                "accepted_gift_types": {"unlimited_gifts": False, "limited_gifts": False,
+                                        "unique_gifts": False, "premium_subscription": False,
+                                        "gifts_from_channels": False}}
+
+    async def _create_forum_topic(self, params: dict[str, Any]) -> dict[str, Any]:
+        chat_id = self._chat_id(params)
+        if chat_id not in self._forums:
+            raise ApiError(400, "Bad Request: the chat is not a forum")
+        name = str(params.get("name") or "")
+        if not 1 <= utf16_len(name) <= 128:
+            raise ApiError(400, "Bad Request: TOPIC_TITLE_EMPTY" if not name
+                           else "Bad Request: TOPIC_TITLE_INVALID")
+        topic = {"name": name, "icon_color": 7322096}
+        created = self._store_message(chat_id, BOT_USER, {"forum_topic_created": dict(topic)})
+        thread_id = created["message_id"]
+        self._messages[(chat_id, thread_id)].update(message_thread_id=thread_id,
+                                                     is_topic_message=True)
+        self._topics.setdefault(chat_id, {})[thread_id] = name
+        return {"message_thread_id": thread_id, **topic}
+
+    async def _send_media_group(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        chat_id = self._chat_id(params)
+        media = params.get("media")
+        if isinstance(media, str):
+            media = json.loads(media)
+        if not isinstance(media, list) or not 2 <= len(media) <= 10:
+            raise ApiError(400, "Bad Request: wrong number of media specified")
+        if any(not isinstance(m, dict) or m.get("type") != "photo" for m in media):
+            raise ApiError(400, "Bad Request: this fake sends photo albums only")
         if chat_id in self._blocked:
             raise ApiError(403, "Forbidden: bot was blocked by the user")
         self._check_limits(chat_id)
-        content["reply_markup"] = markup
-        message = self._store_message(chat_id, BOT_USER, _drop_empty(content))
-        self._sent.append(copy.deepcopy(message))
-        return message
+        group = str(len(self._sent) + 1)
+        sent = []
+        for item in media:
+            content = {"photo": self._photo(item.get("media")), "media_group_id": group,
+                       **self._caption(item)}
+            message = self._store_message(chat_id, BOT_USER, _drop_empty(content))
+            self._sent.append(copy.deepcopy(message))
+            sent.append(message)
+        return sent
 
     async def _edit_message_text(self, params: dict[str, Any]) -> dict[str, Any] | bool:
         content = self._format(params.get("text"), params)
@@ -1168,7 +1424,13 @@ async def _read_params(request: web.Request) -> dict[str, Any]:
             params.update(body)
     elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         for key, value in (await request.post()).items():
-            params[key] = value if isinstance(value, str) else f"<file {value.filename}>"
+            if isinstance(value, str):
+                params[key] = value
+            else:  # an upload: shown as "<file name>", its bytes kept
+                params[key] = UploadedFile(
+                    f"<file {value.filename}>", data=value.file.read(),
+                    filename=value.filename, content_type=value.content_type,
+                )
     return params
 
 

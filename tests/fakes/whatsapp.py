@@ -42,6 +42,36 @@ Wire formats and sources (Meta's documentation and the public code named):
   payload shape from Meta's sample payloads:
   https://developers.facebook.com/docs/whatsapp/cloud-api/webhooks
 
+Media (issue 11): ``add_media`` (or an upload, ``POST /{version}/{phone_number_id}/media``,
+multipart with ``messaging_product``, ``file`` and ``type``) stores a file; ``GET
+/{version}/{media_id}`` answers its metadata with a download URL valid ``media_url_ttl``
+seconds (5 minutes, as Meta's); the download needs the same bearer token (401 without it, 404
+once the URL expired). ``file_size`` comes as a string or a number (``file_size_as_string``),
+as Meta's examples disagree. Size limits per type follow Meta's supported media types.
+
+Sender numbers: ``GET /{version}/{phone_number_id}?fields=...`` answers the number's ``status``,
+``quality_rating`` and ``health_status.can_send_message``; ``break_number(id, code)`` makes
+every send from that number fail with ``code`` (131031 locked, 133010 not registered) and its
+probe answer the matching status, until ``heal_number(id)``.
+
+Interactive sends: reply buttons (1-3, titles of at most 20 characters, unique) and lists
+(1-10 rows in all, row and section titles of at most 24 characters, descriptions of 72, a list
+button label of 20), a body text of at most 1024 characters, reply ids unique; other shapes
+are refused with (#100) as Meta refuses them.
+
+Inbound payloads for every message type in Meta's documented format: ``inbound_message`` (one
+messages[] object; refuses shapes Meta never sends, e.g. a caption on audio, a text over 4096
+characters) and ``make_inbound_webhook`` (the envelope with contacts[] and metadata).
+
+Control over HTTP, like the fake Bot API's (for trying things by hand with curl):
+``POST /_control/fail_next`` ``{"code", "count", "to", "phone_number_id", "http_status"}``,
+``POST /_control/number`` ``{"phone_number_id", "broken_code"|null, "status",
+"can_send_message"}``, ``POST /_control/failure_rate`` ``{"rate"}``, ``POST /_control/delay``
+``{"seconds"}``, ``POST /_control/media`` ``{"data_base64", "mime_type"}`` -> ``{"id"}``,
+``POST /_control/webhook`` ``{"url", "app_secret", "from", "type", ...fields}`` (a signed
+inbound message delivered to the bot), ``GET /_control/sent``, ``GET /_control/requests``,
+``POST /_control/reset``.
+
 Run it standalone with ``python -m tests.fakes.whatsapp --port 8090``.
 """
 
@@ -201,6 +231,32 @@ ERROR_DEFAULTS: dict[int, tuple[int, str, str]] = {
     133010: (400, "Account not registered", "The phone number is not registered."),
 }
 
+# Meta's supported media types and sizes (its "Supported Media Types" table, mirrored by AWS
+# End User Messaging: docs.aws.amazon.com/social-messaging/latest/userguide/
+# supported-media-types.html): MIME types per kind and the largest file in bytes.
+MEDIA_LIMITS: dict[str, tuple[frozenset[str], int]] = {
+    "audio": (frozenset({"audio/aac", "audio/amr", "audio/mpeg", "audio/mp4", "audio/ogg"}),
+              16 * 1024 * 1024),
+    "document": (frozenset({
+        "text/plain", "application/pdf", "application/vnd.ms-excel", "application/msword",
+        "application/vnd.ms-powerpoint",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    }), 100 * 1024 * 1024),
+    "image": (frozenset({"image/jpeg", "image/png"}), 5 * 1024 * 1024),
+    "sticker": (frozenset({"image/webp"}), 500 * 1024),
+    "video": (frozenset({"video/mp4", "video/3gpp"}), 16 * 1024 * 1024),
+}
+MEDIA_URL_TTL = 300.0  # seconds a media URL stays valid (pywa: "valid for 5 minutes")
+# Inbound message types Meta's webhooks carry (messages[].type).
+INBOUND_TYPES = (
+    "text", "image", "video", "audio", "document", "sticker", "location", "contacts",
+    "interactive", "button", "reaction", "order", "system", "unsupported",
+)
+# What a number's probe answers when it is broken with a given code.
+BROKEN_NUMBER_STATUS = {131031: ("RESTRICTED", "BLOCKED"), 133010: ("DISCONNECTED", "BLOCKED")}
+
 # Graph writes these codes' messages without the "(#code) " prefix.
 UNPREFIXED_CODES = frozenset({1, 2, 190})
 
@@ -238,6 +294,17 @@ class ScriptedFailure:
     details: str
     remaining: int
     to: str | None = None
+    phone_number_id: str | None = None
+
+
+@dataclass
+class StoredMedia:
+    """A file the fake holds: uploaded by the bot, or added by a test as a customer's media."""
+
+    id: str
+    data: bytes
+    mime_type: str
+    sha256: str
     phone_number_id: str | None = None
 
 
@@ -333,12 +400,35 @@ class FakeWhatsApp:
         self._last_send_to: dict[tuple[str, str], float] = {}
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
+        # Media
+        self.media: dict[str, StoredMedia] = {}
+        self.media_url_ttl = MEDIA_URL_TTL
+        self.file_size_as_string = True
+        self.downloads: list[str] = []  # media ids downloaded, in order
+        self._download_tokens: dict[str, tuple[str, float]] = {}  # token -> (media id, expiry)
+        # Sender numbers: id -> error code every send from it fails with (None: healthy)
+        self.broken_numbers: dict[str, int] = {}
+        self.number_status: dict[str, tuple[str, str]] = {}  # id -> (status, can_send_message)
+        self.probes: list[str] = []  # phone-number ids probed, in order
 
     # ----------------------------------------------------------- lifecycle
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> FakeWhatsApp:
         app = web.Application()
         app.router.add_post("/{version}/{phone_number_id}/messages", self._handle_messages)
+        app.router.add_post("/{version}/{phone_number_id}/media", self._handle_upload)
+        app.router.add_get("/_media/{token}", self._handle_download)
+        app.router.add_post("/_control/fail_next", self._control_fail_next)
+        app.router.add_post("/_control/number", self._control_number)
+        app.router.add_post("/_control/failure_rate", self._control_failure_rate)
+        app.router.add_post("/_control/delay", self._control_delay)
+        app.router.add_post("/_control/media", self._control_media)
+        app.router.add_post("/_control/webhook", self._control_webhook)
+        app.router.add_post("/_control/reset", self._control_reset)
+        app.router.add_get("/_control/sent", self._control_sent)
+        app.router.add_get("/_control/requests", self._control_requests)
+        app.router.add_get("/{version}/{node_id}", self._handle_node)
+        app.router.add_delete("/{version}/{node_id}", self._handle_delete_media)
         app.router.add_route("*", "/{tail:.*}", self._handle_unknown_path)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -406,8 +496,34 @@ class FakeWhatsApp:
         """Sends to ``to`` fail with 131026 (not a WhatsApp user)."""
         self._invalid_numbers.add(to)
 
+    def add_media(self, data: bytes, mime_type: str, *, media_id: str | None = None) -> str:
+        """Hold ``data`` as a customer's media (what an inbound image etc. refers to)."""
+        self._counter += 1
+        media_id = media_id or str(7_000_000_000_000 + self._counter)
+        self.media[media_id] = StoredMedia(
+            id=media_id, data=data, mime_type=mime_type,
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+        return media_id
+
+    def break_number(self, phone_number_id: str, code: int = 131031) -> None:
+        """Every send from ``phone_number_id`` fails with ``code`` until ``heal_number``; its
+        probe says why (131031: RESTRICTED, 133010: DISCONNECTED; both BLOCKED)."""
+        self.broken_numbers[phone_number_id] = code
+        self.number_status[phone_number_id] = BROKEN_NUMBER_STATUS.get(
+            code, ("CONNECTED", "BLOCKED")
+        )
+
+    def heal_number(self, phone_number_id: str) -> None:
+        self.broken_numbers.pop(phone_number_id, None)
+        self.number_status.pop(phone_number_id, None)
+
     def reset(self) -> None:
         """Forget everything sent, scripted and counted; keep the settings."""
+        self.broken_numbers.clear()
+        self.number_status.clear()
+        self.probes.clear()
+        self.downloads.clear()
         self.sent.clear()
         self.read_receipts.clear()
         self.requests.clear()
@@ -505,6 +621,25 @@ class FakeWhatsApp:
         }
         return self._envelope(value)
 
+    def make_inbound_webhook(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        names: dict[str, str] | None = None,
+        phone_number_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A "messages" webhook carrying ``messages`` (built by ``inbound_message``), with a
+        contacts[] entry (profile name, wa_id) per sender, as Meta sends it."""
+        senders = list(dict.fromkeys(m["from"] for m in messages))
+        value = {
+            "messaging_product": "whatsapp",
+            "metadata": self._metadata(phone_number_id),
+            "contacts": [{"profile": {"name": (names or {}).get(s, "Customer")}, "wa_id": s}
+                         for s in senders],
+            "messages": messages,
+        }
+        return self._envelope(value)
+
     sign = staticmethod(sign)
 
     async def deliver(
@@ -590,6 +725,10 @@ class FakeWhatsApp:
         phone_number_id = request.match_info["phone_number_id"]
         to = payload["to"]
 
+        broken = self.broken_numbers.get(phone_number_id)
+        if broken is not None:
+            return self._refuse(request, payload, self._coded_refusal(broken))
+
         scripted = self._take_scripted(to, phone_number_id)
         if scripted is not None:
             refusal = _Refusal(
@@ -664,6 +803,203 @@ class FakeWhatsApp:
                 self._scripted.remove(failure)
             return failure
         return None
+
+    # ------------------------------------------------- media and phone numbers
+
+    async def _handle_node(self, request: web.Request) -> web.Response:
+        """GET /{version}/{id}: a media object's metadata, or a phone number's status."""
+        node_id = request.match_info["node_id"]
+        try:
+            self._check_token(request)
+            self._check_version(request)
+            if node_id in self.phone_number_ids:
+                return self._answer(request, None, 200, self._number_node(node_id))
+            media = self.media.get(node_id)
+            if media is None:
+                raise self._unknown_object(node_id, "get")
+        except _Refusal as refusal:
+            return self._refuse(request, None, refusal)
+        token = f"{self._random.getrandbits(96):024x}"
+        self._download_tokens[token] = (media.id, time.monotonic() + self.media_url_ttl)
+        size: int | str = len(media.data)
+        body = {
+            "messaging_product": "whatsapp",
+            "url": f"{self.base_url}/_media/{token}?mid={media.id}&ext=1&hash=x",
+            "mime_type": media.mime_type,
+            "sha256": media.sha256,
+            "file_size": str(size) if self.file_size_as_string else size,
+            "id": media.id,
+        }
+        return self._answer(request, None, 200, body)
+
+    def _number_node(self, phone_number_id: str) -> dict[str, Any]:
+        self.probes.append(phone_number_id)
+        status, can_send = self.number_status.get(phone_number_id, ("CONNECTED", "AVAILABLE"))
+        return {
+            "id": phone_number_id,
+            "display_phone_number": self.display_phone_number,
+            "verified_name": "Fake Business",
+            "quality_rating": "GREEN" if can_send == "AVAILABLE" else "RED",
+            "status": status,
+            "health_status": {
+                "can_send_message": can_send,
+                "entities": [{"entity_type": "PHONE_NUMBER", "id": phone_number_id,
+                              "can_send_message": can_send}],
+            },
+        }
+
+    async def _handle_download(self, request: web.Request) -> web.Response:
+        """The lookaside URL: the bytes, for the same bearer token, until the URL expires."""
+        header = request.headers.get("Authorization", "")
+        token = header[len("Bearer "):] if header.startswith("Bearer ") else ""
+        if not token or not hmac.compare_digest(token.encode(), self.token.encode()):
+            return web.Response(status=401, text="Unauthorized")
+        found = self._download_tokens.get(request.match_info["token"])
+        if found is None or found[1] < time.monotonic() or found[0] not in self.media:
+            return web.Response(status=404, text="URL expired or unknown")
+        media = self.media[found[0]]
+        self.downloads.append(media.id)
+        return web.Response(body=media.data, content_type=media.mime_type)
+
+    async def _handle_upload(self, request: web.Request) -> web.Response:
+        """POST /{version}/{phone_number_id}/media, multipart: messaging_product, file, type."""
+        try:
+            self._check_token(request)
+            self._check_path(request)
+            if not request.content_type.startswith("multipart/"):
+                raise _invalid("Upload media with a multipart/form-data body.")
+            fields: dict[str, str] = {}
+            data: bytes | None = None
+            file_type = ""
+            reader = await request.multipart()
+            async for part in reader:
+                if part.name == "file":
+                    file_type = part.headers.get("Content-Type", "")
+                    data = await part.read(decode=False)
+                elif part.name:
+                    fields[part.name] = await part.text()
+            if fields.get("messaging_product") != "whatsapp":
+                raise _required("messaging_product")
+            if data is None:
+                raise _required("file")
+            mime = fields.get("type") or file_type
+            kind = next((k for k, (types, _) in MEDIA_LIMITS.items() if mime in types), None)
+            if kind is None:
+                raise _invalid(f"Param file must be a file with one of the supported types; "
+                               f"got {mime!r}.")
+            if len(data) > MEDIA_LIMITS[kind][1]:
+                raise _invalid(f"Param file is too large for {kind}: {len(data)} bytes.")
+        except _Refusal as refusal:
+            return self._refuse(request, None, refusal)
+        media_id = self.add_media(data, mime)
+        self.media[media_id].phone_number_id = request.match_info["phone_number_id"]
+        return self._answer(request, {"upload": mime}, 200, {"id": media_id})
+
+    async def _handle_delete_media(self, request: web.Request) -> web.Response:
+        try:
+            self._check_token(request)
+            self._check_version(request)
+            if self.media.pop(request.match_info["node_id"], None) is None:
+                raise self._unknown_object(request.match_info["node_id"], "delete")
+        except _Refusal as refusal:
+            return self._refuse(request, None, refusal)
+        return self._answer(request, None, 200, {"success": True})
+
+    def _check_version(self, request: web.Request) -> None:
+        if request.match_info["version"] != self.api_version:
+            raise _Refusal(400, f"Unknown path components: {request.path}", code=2500)
+
+    def _unknown_object(self, node_id: str, verb: str) -> _Refusal:
+        return _Refusal(
+            400,
+            f"Unsupported {verb} request. Object with ID '{node_id}' does not exist, cannot be "
+            "loaded due to missing permissions, or does not support this operation. Please "
+            f"read the Graph API documentation at {GRAPH_DOCS_URL}",
+            code=100, error_type="GraphMethodException", subcode=33,
+        )
+
+    # ---------------------------------------------------------- control (HTTP)
+
+    async def _control_json(self, request: web.Request) -> dict[str, Any]:
+        try:
+            data = await request.json()
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"JSON body expected: {exc}") from exc
+        if not isinstance(data, dict):
+            raise web.HTTPBadRequest(text="JSON object expected")
+        return data
+
+    async def _control_fail_next(self, request: web.Request) -> web.Response:
+        data = await self._control_json(request)
+        try:
+            self.fail_next(
+                code=int(data["code"]), count=int(data.get("count", 1)), to=data.get("to"),
+                phone_number_id=data.get("phone_number_id"),
+                http_status=int(data["http_status"]) if data.get("http_status") else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise web.HTTPBadRequest(text=f"bad fail_next: {exc}") from exc
+        return web.json_response({"ok": True})
+
+    async def _control_number(self, request: web.Request) -> web.Response:
+        data = await self._control_json(request)
+        number = str(data.get("phone_number_id") or self.phone_number_ids[0])
+        code = data.get("broken_code")
+        if code is None:
+            self.heal_number(number)
+        else:
+            self.break_number(number, int(code))
+        if data.get("status") or data.get("can_send_message"):
+            current = self.number_status.get(number, ("CONNECTED", "AVAILABLE"))
+            self.number_status[number] = (str(data.get("status") or current[0]),
+                                          str(data.get("can_send_message") or current[1]))
+        return web.json_response({"ok": True, "node": self._number_node(number)})
+
+    async def _control_failure_rate(self, request: web.Request) -> web.Response:
+        self.failure_rate = float((await self._control_json(request)).get("rate", 0.0))
+        return web.json_response({"ok": True})
+
+    async def _control_delay(self, request: web.Request) -> web.Response:
+        self.delay = float((await self._control_json(request)).get("seconds", 0.0))
+        return web.json_response({"ok": True})
+
+    async def _control_media(self, request: web.Request) -> web.Response:
+        data = await self._control_json(request)
+        try:
+            raw = base64.b64decode(str(data["data_base64"]), validate=True)
+        except (KeyError, ValueError) as exc:
+            raise web.HTTPBadRequest(text=f"data_base64 expected: {exc}") from exc
+        return web.json_response({"id": self.add_media(raw, str(data.get("mime_type") or
+                                                                "image/jpeg"))})
+
+    async def _control_webhook(self, request: web.Request) -> web.Response:
+        data = await self._control_json(request)
+        try:
+            url, secret = str(data.pop("url")), str(data.pop("app_secret"))
+            sender, kind = str(data.pop("from")), str(data.pop("type", "text"))
+            name = str(data.pop("name", "Customer"))
+            message = inbound_message(kind, sender, **data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise web.HTTPBadRequest(text=f"bad webhook request: {exc}") from exc
+        payload = self.make_inbound_webhook([message], names={sender: name})
+        status, text = await self.deliver(url, payload, app_secret=secret)
+        return web.json_response({"status": status, "body": text, "wamid": message["id"]})
+
+    async def _control_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"ok": True})
+
+    async def _control_sent(self, request: web.Request) -> web.Response:
+        return web.json_response([
+            {"phone_number_id": m.phone_number_id, "to": m.to, "type": m.type, "body": m.body,
+             "wamid": m.wamid} for m in self.sent
+        ])
+
+    async def _control_requests(self, request: web.Request) -> web.Response:
+        return web.json_response([
+            {"method": r.method, "path": r.path, "status": r.status, "response": r.response}
+            for r in self.requests
+        ])
 
     # ----------------------------------------------------------- validation
 
@@ -750,9 +1086,7 @@ class FakeWhatsApp:
             if not content.get("link") and not content.get("id"):
                 raise _required(f"{message_type}['link'] or {message_type}['id']")
         elif message_type == "interactive":
-            for key in ("type", "action"):
-                if key not in content:
-                    raise _required(f"interactive['{key}']")
+            self._check_interactive(content)
         elif message_type == "location":
             for key in ("latitude", "longitude"):
                 if key not in content:
@@ -764,6 +1098,69 @@ class FakeWhatsApp:
         context = body.get("context")
         if context is not None and (not isinstance(context, dict) or "message_id" not in context):
             raise _required("context['message_id']")
+
+    def _check_interactive(self, content: dict[str, Any]) -> None:
+        """Reply buttons and lists as Meta checks them: a body, 1-3 buttons or 1-10 rows,
+        unique ids, titles of at most 20 (buttons) or 24 (rows, sections) characters."""
+        for key in ("type", "action"):
+            if key not in content:
+                raise _required(f"interactive['{key}']")
+        kind, action = content["type"], content["action"]
+        if kind not in ("button", "list", "cta_url", "flow", "product", "product_list"):
+            raise _invalid(f"Param interactive['type'] is invalid: {kind!r}")
+        if kind not in ("button", "list"):
+            return
+        text = (content.get("body") or {}).get("text") if isinstance(content.get("body"),
+                                                                     dict) else None
+        if not isinstance(text, str) or not text:
+            raise _required("interactive['body']['text']")
+        if len(text) > 1024:
+            raise _invalid("Param interactive['body']['text'] must be at most 1024 characters.")
+        if not isinstance(action, dict):
+            raise _invalid("Param interactive['action'] must be a JSON object.")
+        ids: list[str] = []
+        if kind == "button":
+            buttons = action.get("buttons")
+            if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
+                raise _invalid("Param interactive['action']['buttons'] must have 1 to 3 items.")
+            titles = []
+            for button in buttons:
+                reply = button.get("reply") if isinstance(button, dict) else None
+                if button.get("type") != "reply" or not isinstance(reply, dict):
+                    raise _required("interactive['action']['buttons'][]['reply']")
+                title = reply.get("title")
+                if not isinstance(title, str) or not 1 <= len(title) <= 20:
+                    raise _invalid("Button title length invalid. Min length: 1, max: 20.")
+                titles.append(title)
+                ids.append(str(reply.get("id") or ""))
+            if len(set(titles)) != len(titles):
+                raise _invalid("Button titles must be unique.")
+        else:
+            label = action.get("button")
+            if not isinstance(label, str) or not 1 <= len(label) <= 20:
+                raise _invalid("Param interactive['action']['button'] must be 1-20 characters.")
+            sections = action.get("sections")
+            if not isinstance(sections, list) or not 1 <= len(sections) <= 10:
+                raise _invalid("Param interactive['action']['sections'] must have 1-10 items.")
+            rows = []
+            for section in sections:
+                if not isinstance(section, dict) or not isinstance(section.get("rows"), list):
+                    raise _required("interactive['action']['sections'][]['rows']")
+                title = section.get("title")
+                if (len(sections) > 1 and not title) or (title and len(title) > 24):
+                    raise _invalid("Section title must be 1-24 characters.")
+                rows.extend(section["rows"])
+            if not 1 <= len(rows) <= 10:
+                raise _invalid("A list message has 1 to 10 rows in all.")
+            for row in rows:
+                title = row.get("title") if isinstance(row, dict) else None
+                if not isinstance(title, str) or not 1 <= len(title) <= 24:
+                    raise _invalid("Row title length invalid. Min length: 1, max: 24.")
+                if len(str(row.get("description") or "")) > 72:
+                    raise _invalid("Row description must be at most 72 characters.")
+                ids.append(str(row.get("id") or ""))
+        if any(not i or len(i) > 200 for i in ids) or len(set(ids)) != len(ids):
+            raise _invalid("Reply ids must be unique, 1 to 200 characters.")
 
     def _check_text(self, text: dict[str, Any]) -> None:
         for key in text:
@@ -861,6 +1258,134 @@ def webhook_error(code: int, *, details: str | None = None) -> dict[str, Any]:
         "error_data": {"details": details if details is not None else default_details},
         "href": ERROR_CODES_HREF,
     }
+
+
+_wamid_counter = 0
+
+
+def new_inbound_wamid(from_phone: str) -> str:
+    """A wamid as Meta writes them: "wamid." and base64 of the sender and a unique part."""
+    global _wamid_counter
+    _wamid_counter += 1
+    raw = f"{from_phone}:{_wamid_counter}:{random.getrandbits(64):016X}".encode()
+    return "wamid." + base64.b64encode(raw).decode().rstrip("=")
+
+
+def _media_object(kind: str, fields: dict[str, Any], wamid: str) -> dict[str, Any]:
+    digest = hashlib.sha256(wamid.encode("utf-8", "surrogatepass")).hexdigest()
+    media_id = fields.pop("media_id", None) or str(10**15 + int(digest[:13], 16))
+    mime = fields.pop("mime_type", None) or next(iter(sorted(MEDIA_LIMITS[kind][0])))
+    if mime not in MEDIA_LIMITS[kind][0]:
+        raise ValueError(f"{kind} cannot be {mime!r}")
+    content: dict[str, Any] = {
+        "id": media_id,
+        "mime_type": mime,
+        "sha256": fields.pop("sha256", None) or base64.b64encode(
+            hashlib.sha256(media_id.encode()).digest()).decode(),
+    }
+    caption = fields.pop("caption", None)
+    if caption is not None:
+        if kind not in ("image", "video", "document"):
+            raise ValueError(f"Meta sends no caption on {kind}")
+        content["caption"] = caption
+    if kind == "document":
+        content["filename"] = fields.pop("filename", None) or "document.pdf"
+    if kind == "audio":
+        content["voice"] = bool(fields.pop("voice", False))
+    if kind == "sticker":
+        content["animated"] = bool(fields.pop("animated", False))
+    return content
+
+
+def inbound_message(
+    kind: str,
+    from_phone: str,
+    *,
+    wamid: str | None = None,
+    timestamp: int | None = None,
+    context: dict[str, Any] | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """One messages[] object of kind ``kind`` from ``from_phone``, in Meta's documented format.
+
+    Fields by kind: text (``text``), image/video/audio/document/sticker (``media_id``,
+    ``mime_type``, ``caption`` for image/video/document, ``filename``, ``voice``,
+    ``animated``), location (``latitude``, ``longitude``, ``name``, ``address``), contacts
+    (``contacts``: a list of Meta contact cards, or ``name`` and ``phone``), interactive
+    (``reply_type`` "button_reply"/"list_reply", ``reply_id``, ``title``, ``description``),
+    button (``text``, ``payload``), reaction (``message_id``, ``emoji``), order, system,
+    unsupported. Shapes Meta never sends raise ValueError.
+    """
+    if kind not in INBOUND_TYPES:
+        raise ValueError(f"unknown inbound message type {kind!r}")
+    if not isinstance(from_phone, str) or not RECIPIENT_PATTERN.fullmatch(from_phone):
+        raise ValueError("from must be digits with the country code, no '+'")
+    message: dict[str, Any] = {
+        "from": from_phone,
+        "id": wamid or new_inbound_wamid(from_phone),
+        "timestamp": str(timestamp if timestamp is not None else int(time.time())),
+        "type": kind,
+    }
+    if context is not None:
+        message["context"] = context
+    if kind == "text":
+        body = fields.pop("text", "")
+        if not isinstance(body, str) or not body or len(body) > TEXT_BODY_LIMIT:
+            raise ValueError(f"a text is 1 to {TEXT_BODY_LIMIT} characters")
+        message["text"] = {"body": body}
+    elif kind in MEDIA_LIMITS:
+        message[kind] = _media_object(kind, fields, message["id"])
+    elif kind == "location":
+        latitude, longitude = float(fields.pop("latitude")), float(fields.pop("longitude"))
+        if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
+            raise ValueError("latitude or longitude out of range")
+        location: dict[str, Any] = {"latitude": latitude, "longitude": longitude}
+        for key in ("name", "address", "url"):
+            if fields.get(key) is not None:
+                location[key] = fields.pop(key)
+        message["location"] = location
+    elif kind == "contacts":
+        cards = fields.pop("contacts", None)
+        if cards is None:
+            name, phone = str(fields.pop("name", "Ann Example")), fields.pop("phone", None)
+            cards = [{"name": {"formatted_name": name, "first_name": name.split()[0]},
+                      "phones": [{"phone": phone, "type": "CELL"}] if phone else []}]
+        if not isinstance(cards, list) or not cards:
+            raise ValueError("contacts is a non-empty list of cards")
+        message["contacts"] = cards
+    elif kind == "interactive":
+        reply_type = fields.pop("reply_type", "button_reply")
+        if reply_type not in ("button_reply", "list_reply"):
+            raise ValueError("interactive replies are button_reply or list_reply")
+        title = str(fields.pop("title", "Yes"))
+        if not title or len(title) > (20 if reply_type == "button_reply" else 24):
+            raise ValueError("reply title too long for Meta")
+        reply: dict[str, Any] = {"id": str(fields.pop("reply_id", "1")), "title": title}
+        if reply_type == "list_reply" and fields.get("description") is not None:
+            reply["description"] = fields.pop("description")
+        message["interactive"] = {"type": reply_type, reply_type: reply}
+    elif kind == "button":
+        text = str(fields.pop("text", "Stop promotions"))
+        message["button"] = {"text": text, "payload": str(fields.pop("payload", text))}
+    elif kind == "reaction":
+        target = fields.pop("message_id", None)
+        if not target:
+            raise ValueError("a reaction names the message it reacts to")
+        message["reaction"] = {"message_id": target, "emoji": fields.pop("emoji", "👍")}
+    elif kind == "order":
+        message["order"] = {"catalog_id": str(fields.pop("catalog_id", "1")),
+                            "product_items": fields.pop("product_items", [
+                                {"product_retailer_id": "sku-1", "quantity": 1,
+                                 "item_price": 10, "currency": "EUR"}])}
+    elif kind == "system":
+        message["system"] = {"body": str(fields.pop("body", "User changed number")),
+                             "type": "user_changed_number",
+                             "new_wa_id": str(fields.pop("new_wa_id", from_phone))}
+    elif kind == "unsupported":
+        message["errors"] = [webhook_error(131051)]
+    if fields:
+        raise ValueError(f"unexpected fields for {kind}: {sorted(fields)}")
+    return message
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
-"""Delivery receipts and inbound WhatsApp messages on a real database (SQLite, and PostgreSQL when
-TEST_DATABASE_URL is set): timestamps set once and in any order, a failed receipt moving the
-notification on (or dead-lettering it) exactly once, opt-outs honoured, the 24 h window opened."""
+"""Delivery receipts on a real database (SQLite, and PostgreSQL when TEST_DATABASE_URL is set):
+timestamps set once and in any order, a failed receipt moving the notification on (or
+dead-lettering it) exactly once, opt-out codes honoured; the STOP / START words; parsing."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from services.notifications.failures import Failure
 from services.notifications.receipts import (
     ReceiptOutcome,
     apply_receipt,
-    record_inbound_whatsapp,
+    keyword,
 )
 from tests.support import make_user
 
@@ -379,70 +379,22 @@ async def test_a_receipt_for_a_message_still_being_recorded_is_stored(
 # ---------------------------------------------------------------------------------- inbound
 
 
-async def _inbound(db: Database, clock: FakeClock, text: str | None, *, phone: str = WA_FROM,
-                   wamid: str = "wamid.IN", at_offset: float = 0.0):
-    return await db.run(
-        lambda s: record_inbound_whatsapp(
-            s, phone=phone, wamid=wamid, text=text,
-            at=clock.now() + timedelta(seconds=at_offset), now=clock.now(),
-        )
-    )
-
-
-async def test_an_inbound_message_opens_the_24h_window_and_it_only_moves_forward(
-    db: Database, clock: FakeClock
-) -> None:
-    user = await make_user(db, clock, phone=PHONE)
-    clock.advance(100)
-    result = await _inbound(db, clock, "Hello, is the plumber coming?", at_offset=-2)
-    assert result.user_id == user and result.keyword is None
-    opened = clock.now() - timedelta(seconds=2)
-    assert (await _user(db, user)).whatsapp_inbound_at == opened
-    # A redelivered, older message does not move the window back.
-    clock.advance(100)
-    await _inbound(db, clock, "earlier message", at_offset=-150)
-    assert (await _user(db, user)).whatsapp_inbound_at == opened
-    await _inbound(db, clock, "later message")
-    assert (await _user(db, user)).whatsapp_inbound_at == clock.now()
-
-
-async def test_an_inbound_message_from_an_unknown_number_changes_nothing(
-    db: Database, clock: FakeClock
-) -> None:
-    user = await make_user(db, clock, phone=PHONE)
-    assert (await _inbound(db, clock, "STOP", phone="4915112345678")).user_id is None
-    assert (await _inbound(db, clock, "STOP", phone="not-a-number")).user_id is None
-    stored = await _user(db, user)
-    assert (stored.opt_outs, stored.whatsapp_inbound_at) == ("", None)
-
-
+# The inbound worker applies them (tests/integration/test_whatsapp_inbound.py); these are the
+# words it recognises.
 @pytest.mark.parametrize("word", ["STOP", " stop ", "Stop!", "ARRET", "arrêt", "ARRÊT",
                                   "ARRE\u0302T"])
-async def test_stop_opts_out_of_whatsapp_and_start_opts_back_in(
-    db: Database, clock: FakeClock, word: str
-) -> None:
-    user = await make_user(db, clock, phone=PHONE)
-    first = await _inbound(db, clock, word)
-    assert (first.keyword, first.opted_out) == ("stop", True)
-    assert (await _user(db, user)).opt_outs == "whatsapp"
-    again = await _inbound(db, clock, word)  # the same STOP redelivered
-    assert (again.keyword, again.opted_out) == ("stop", False)
-    assert (await _user(db, user)).opt_outs == "whatsapp"
+def test_stop_words_are_recognised_in_any_case_and_normalization(word: str) -> None:
+    assert keyword(word) == "stop"
 
-    back = await _inbound(db, clock, "start")
-    assert (back.keyword, back.opted_in) == ("start", True)
-    assert (await _user(db, user)).opt_outs == ""
-    assert (await _inbound(db, clock, "START")).opted_in is False
+
+@pytest.mark.parametrize("word", ["start", "START", " Start. "])
+def test_start_words_are_recognised(word: str) -> None:
+    assert keyword(word) == "start"
 
 
 @pytest.mark.parametrize("text", ["stop please", "don't stop", "STOPP", None, ""])
-async def test_other_texts_are_not_keywords(
-    db: Database, clock: FakeClock, text: str | None
-) -> None:
-    user = await make_user(db, clock, phone=PHONE)
-    result = await _inbound(db, clock, text)
-    assert (result.user_id, result.keyword) == (user, None)
-    assert (await _user(db, user)).opt_outs == ""
+def test_other_texts_are_not_keywords(text: str | None) -> None:
+    assert keyword(text) is None
 
 
 # ------------------------------------------------------------------- webhook parsing (pure)
