@@ -1,4 +1,4 @@
-"""Entry point: `python main.py [run|migrate]`. See README.md."""
+"""Entry point: `python main.py [run|migrate|seed-demo]`. See README.md."""
 
 from __future__ import annotations
 
@@ -9,25 +9,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, Settings, load_settings
-from bot.logs import setup_logging
+from bot.logs import masked_output, setup_logging
+from services.masking import mask_text
 
 if TYPE_CHECKING:
     from aiogram import Router
 
 EXIT_CONFIG = 2
-
-
-def _secrets(settings: Settings) -> list[str | None]:
-    return [
-        settings.bot_token,
-        settings.webhook_secret,
-        settings.whatsapp_token,
-        settings.whatsapp_app_secret,
-        settings.whatsapp_verify_token,
-        settings.twilio_auth_token,
-        settings.smtp_password,
-        settings.health_token,
-    ]
 
 
 async def _migrate(settings: Settings) -> None:
@@ -40,6 +28,48 @@ async def _migrate(settings: Settings) -> None:
         print(f"database is at revision {await current_revision(db.engine)}")
     finally:
         await db.dispose()
+
+
+DEMO_GUIDE = """
+How to play each part with the fake Telegram Bot API (no token needed):
+  terminal 1: ./dev fake-telegram --chat 1001
+  terminal 2: TELEGRAM_API_BASE=http://127.0.0.1:8081 ./dev run
+              (the fake takes any token of the form <digits>:<text>, e.g. 1:fake, in BOT_TOKEN)
+In terminal 1 you are Ann (1001), a requester: /new (Plumbing, Centre) opens a request.
+Press a button with: !press <callback_data> <message_id> (both are printed under each message).
+To be someone else, stop the fake (Ctrl-D) and start it again with their id; the bot keeps
+running and remembers everything:
+  --chat 1002  Paul, provider (plumbing, heating; centre): the offer arrives, Accept,
+               /jobs, Start work, Record parts used, Mark completed, /away, /available
+  --chat 1003  Fatou, provider who speaks French, on call (plumbing, electrical; north)
+  --chat 1004  Sam, provider (electrical, heating; south)
+  --chat 1005  Wendy, warehouse: /stock (low stock marked), /receive
+  --chat 1001  Ann again: Confirm or Dispute the completed request, /status, /cancel
+  an id from ADMIN_IDS: admin, e.g. /request 1 to resolve a dispute
+"""
+
+
+async def _seed_demo(settings: Settings) -> None:
+    from database.engine import Database
+    from database.migrate import upgrade
+    from services.clock import SystemClock
+    from services.demo import Demo
+
+    db = Database.from_url(settings.database_url)
+    try:
+        await upgrade(db.engine)
+        report = await Demo(db, SystemClock()).seed(
+            admin_ids=settings.admin_ids, default_language=settings.default_language
+        )
+    finally:
+        await db.dispose()
+    if report.changed:
+        print(f"demo catalogue loaded: {len(report.created)} new row(s)")
+        for line in report.created:
+            print(f"  + {line}")
+    else:
+        print("demo catalogue already loaded: nothing changed")
+    print(DEMO_GUIDE.rstrip())
 
 
 def main(argv: list[str] | None = None, *, extra_routers: Sequence[Router] = ()) -> int:
@@ -57,25 +87,31 @@ def main(argv: list[str] | None = None, *, extra_routers: Sequence[Router] = ())
         "command",
         nargs="?",
         default="run",
-        choices=["run", "migrate"],
+        choices=["run", "migrate", "seed-demo"],
         help="run: migrate the database, then start the bot (default); "
-        "migrate: only bring the database schema up to date",
+        "migrate: only bring the database schema up to date; "
+        "seed-demo: migrate, then load a small demo catalogue (safe to run again)",
     )
     args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-        setup_logging(settings.log_level, settings.log_format, _secrets(settings))
-        if args.command == "migrate":
-            asyncio.run(_migrate(settings))
-        else:
-            from bot.app import run
+    # Everything the process prints is masked, as its log records are (a ConfigError may quote
+    # a URL, and a Bot API URL holds the token).
+    with masked_output():
+        try:
+            settings = load_settings()
+            setup_logging(settings.log_level, settings.log_format, settings.secret_values())
+            if args.command == "migrate":
+                asyncio.run(_migrate(settings))
+            elif args.command == "seed-demo":
+                asyncio.run(_seed_demo(settings))
+            else:
+                from bot.app import run
 
-            asyncio.run(run(settings, extra_routers=extra_routers))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except KeyboardInterrupt:
-        return 130
+                asyncio.run(run(settings, extra_routers=extra_routers))
+        except ConfigError as exc:
+            print(f"error: {mask_text(str(exc))}", file=sys.stderr)
+            return EXIT_CONFIG
+        except KeyboardInterrupt:
+            return 130
     return 0
 
 

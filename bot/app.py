@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 
 from aiogram import Bot, Dispatcher, Router
@@ -22,14 +23,15 @@ from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramNetworkError, TelegramUnauthorizedError
 from aiogram.fsm.storage.base import BaseStorage
-from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import BotCommand
 from aiohttp import web
 
 from bot.closing import Step, close_all
 from bot.config import ConfigError, Settings
 from bot.delivery import Delivery, build_delivery
+from bot.fsm_storage import DatabaseStorage
 from bot.i18n import build_i18n
+from bot.logs import LogContextMiddleware
 from bot.memory import freeze_startup_objects, keep_response_models
 from bot.web import APP_KEY_CHECKS, build_web_app
 from bot.webhooks import TELEGRAM_PATH, register_telegram_webhook, register_webhooks
@@ -37,14 +39,34 @@ from database.engine import Database
 from database.migrate import upgrade
 from handlers import get_routers
 from handlers.buttons import pack_action
+from middlewares.errors import ErrorMiddleware, ErrorReporter
 from middlewares.i18n import UserLanguageMiddleware
 from middlewares.inflight import InFlightMiddleware
+from middlewares.menus import CommandMenuMiddleware
 from middlewares.throttling import FloodGate, ThrottlingMiddleware
 from middlewares.user import LanguageCache, UserMiddleware
+from services.alerts import Alerts
 from services.clock import Clock, SystemClock
 from services.contacts import Profiles
-from services.notifications.dead_letters import DeadLetters
+from services.errors import ErrorRecorder
+from services.health import SystemHealth
+from services.inventory import Inventory
+from services.inventory_reconciliation import InventoryReconciliation
+from services.menus import EVERYONE, CommandMenus, render_commands
+from services.notifications.dead_letters import DeadLetters, FailedNotifications
+from services.notifications.manual_tasks import ManualTasks
+from services.people import People
+from services.recovery_jobs import (
+    BackgroundJobs,
+    jobs_config,
+    register_recovery_jobs,
+    stuck_condition,
+)
+from services.relay import Relay, RelayConfig, WhatsAppMedia
 from services.users import Users
+from services.workflow import Catalogue, ServiceRequests, WorkflowConfig
+from services.workflow.jobs import register_workflow_jobs
+from services.workflow.recovery import WorkflowRecovery
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +91,15 @@ def build_bot(settings: Settings) -> Bot:
     )
 
 
-def build_storage(settings: Settings) -> BaseStorage:
+def build_storage(settings: Settings, db: Database, clock: Clock) -> BaseStorage:
+    """Redis when REDIS_URL is set (several processes); else the database, so a half-finished
+    form survives a restart on the embedded default too."""
     if settings.redis_url:
         from aiogram.fsm.storage.redis import RedisStorage
 
         log.info("FSM storage: Redis")
         return RedisStorage.from_url(settings.redis_url)
-    log.info("FSM storage: memory")
-    return MemoryStorage()
+    return DatabaseStorage(db, clock)
 
 
 async def _check_storage(storage: BaseStorage) -> None:
@@ -109,6 +132,41 @@ class Application:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+def workflow_config(settings: Settings) -> WorkflowConfig:
+    """The service-request settings as services.workflow takes them."""
+    stuck = {
+        f"stuck_after_{state}": timedelta(minutes=getattr(settings, f"stuck_after_{state}_minutes"))
+        for state in ("new", "matching", "offered", "assigned", "in_progress", "completed",
+                      "disputed", "escalated")
+    }
+    return WorkflowConfig(
+        offer_candidates=settings.offer_candidates,
+        offer_expiry=timedelta(minutes=settings.offer_expiry_minutes),
+        completion_reminder_after=timedelta(hours=settings.completion_reminder_hours),
+        auto_confirm_after=timedelta(hours=settings.auto_confirm_hours),
+        stuck_after=stuck,
+        job_interval=timedelta(seconds=settings.workflow_job_interval_seconds),
+    )
+
+
+def build_relay(settings: Settings, db: Database, clock: Clock) -> Relay:
+    """The relay to the operators' chat (off without OPERATORS_CHAT_ID)."""
+    return Relay(
+        db, clock,
+        RelayConfig(
+            chat_id=settings.operators_chat_id,
+            language=settings.default_language,
+            reply_template=settings.whatsapp_reply_template,
+            media_retry=timedelta(minutes=settings.relay_media_retry_minutes),
+            group_per_minute=settings.telegram_group_per_minute,
+        ),
+        WhatsAppMedia(
+            token=settings.whatsapp_token, phone_number_ids=settings.whatsapp_phone_number_ids,
+            api_base=settings.whatsapp_api_base, api_version=settings.whatsapp_api_version,
+        ),
+    )
+
+
 def build_dispatcher(
     settings: Settings,
     db: Database,
@@ -123,18 +181,54 @@ def build_dispatcher(
     users = Users(
         db, clock, default_language=settings.default_language, admin_ids=settings.admin_ids
     )
+    # Admin alerts of errors; `start` swaps in the delivery engine's Alerts once it is built.
+    errors = ErrorRecorder(
+        db, clock, Alerts(
+            admin_telegram_ids=settings.admin_ids,
+            window=timedelta(seconds=settings.alert_window_seconds),
+            default_language=settings.default_language,
+        ),
+        spool_size=settings.error_spool_size,
+    )
+    languages = LanguageCache()
+    error_reporter = ErrorReporter(errors, i18n, settings.default_language, languages)
     dp = Dispatcher(
-        storage=build_storage(settings),
+        storage=build_storage(settings, db, clock),
+        error_recorder=errors,
+        error_reporter=error_reporter,
         clock=clock,
         settings=settings,
         users=users,
         profiles=Profiles(db, clock),
         dead_letters=DeadLetters(db, clock),
+        # Service requests (issue 10); `start` swaps in the delivery engine's Alerts.
+        service_requests=ServiceRequests(db, clock, errors.alerts, workflow_config(settings)),
+        catalogue=Catalogue(db),
+        inventory=Inventory(db, clock),
+        # The operators' chat (issue 11): relayed customers, answers, /support.
+        relay=build_relay(settings, db, clock),
+        # /workflow_recovery -> Inventory, People, Audit (issue 12).
+        inventory_reconciliation=InventoryReconciliation(db, clock),
+        people=People(db, clock, admin_ids=settings.admin_ids),
     )
-    languages = LanguageCache()
+    # /workflow_recovery -> Stuck workflows (issue 12), on the facade: its alerts follow the swap.
+    dp["workflow_recovery"] = WorkflowRecovery(dp["service_requests"])
+    dp["failed_notifications"] = FailedNotifications(db, clock)
+    # /workflow_recovery -> System health, Background jobs (issue 12); `start` attaches the
+    # delivery engine's channels and scheduler.
+    dp["system_health"] = SystemHealth(
+        db, clock, stuck_condition=stuck_condition(dp["service_requests"].config),
+        max_age=settings.health_cache_seconds,
+    )
+    dp["background_jobs"] = BackgroundJobs(db)
+    dp["manual_tasks"] = ManualTasks(db, clock)
     inflight = InFlightMiddleware()
     # Outer update middlewares run in this order, after aiogram's own (errors, user context).
+    # First: every line logged while an update is handled carries its id and user (masked).
+    dp.update.outer_middleware(LogContextMiddleware())
     dp.update.outer_middleware(inflight)
+    # Inside the in-flight count (shutdown waits for an error's answer too), outside the rest.
+    dp.update.outer_middleware(ErrorMiddleware(error_reporter))
     dp.update.outer_middleware(
         ThrottlingMiddleware(
             FloodGate(settings.throttle_rate, settings.throttle_window_seconds, clock),
@@ -144,6 +238,7 @@ def build_dispatcher(
         )
     )
     dp.update.outer_middleware(UserMiddleware(users, languages))
+    dp.update.outer_middleware(CommandMenuMiddleware(CommandMenus(db, clock)))
     UserLanguageMiddleware(i18n, settings.default_language).setup(dp)
     dp.include_routers(*extra_routers, *get_routers())
     return dp, inflight
@@ -166,12 +261,10 @@ async def _check_token(bot: Bot) -> None:
 
 
 async def _set_commands(bot: Bot) -> None:
-    for language, commands in (
-        (None, [("start", "Register and say hello"), ("language", "Choose your language"),
-                ("profile", "Your contact details"), ("help", "What I can do")]),
-        ("fr", [("start", "S'inscrire et dire bonjour"), ("language", "Choisir la langue"),
-                ("profile", "Vos coordonnées"), ("help", "Ce que je sais faire")]),
-    ):
+    """Everyone's menu (services.menus), in each language; people with more roles get theirs
+    from CommandMenuMiddleware."""
+    for language in (None, "fr"):
+        commands = render_commands(EVERYONE, language or "en")
         await bot.set_my_commands(
             [BotCommand(command=c, description=d) for c, d in commands], language_code=language
         )
@@ -197,9 +290,14 @@ async def start(
         web_app = await _start_web(app)
         app.delivery = build_delivery(
             settings, db, bot, clock, public_base_url=app.public_base_url,
-            pack_action=pack_action,
+            pack_action=pack_action, relay=dispatcher["relay"],
+            workflow=workflow_config(settings),
         )
         web_app[APP_KEY_CHECKS]["outbox"] = app.delivery.health
+        dispatcher["error_recorder"].alerts = app.delivery.alerts
+        dispatcher["service_requests"].alerts = app.delivery.alerts
+        register_workflow_jobs(app.delivery.scheduler, dispatcher["service_requests"])
+        _wire_recovery(app, web_app)
         await _set_commands(bot)
         await app.delivery.start()
     except BaseException:
@@ -214,6 +312,25 @@ async def start(
         await close_all(steps)
         raise
     return app
+
+
+def _wire_recovery(app: Application, web_app: web.Application) -> None:
+    """Issue 12: the health parts behind /health, /metrics and the System health screen; the
+    recovery sweeps; the Background jobs screen's scheduler."""
+    assert app.delivery is not None
+    delivery, dp = app.delivery, app.dispatcher
+    system_health: SystemHealth = dp["system_health"]
+    system_health.enabled_channels = tuple(
+        name for name, channel in delivery.channels.items() if channel.enabled
+    )
+    system_health.job_names = lambda: delivery.scheduler.jobs
+    web_app[APP_KEY_CHECKS].update(system_health.checks)
+    dp["background_jobs"].scheduler = delivery.scheduler
+    register_recovery_jobs(
+        delivery.scheduler, app.db, app.clock, jobs_config(app.settings),
+        stuck_condition=stuck_condition(dp["service_requests"].config),
+        health_checks=system_health.checks,
+    )
 
 
 async def _start_web(app: Application) -> web.Application:
@@ -241,6 +358,8 @@ async def _start_web(app: Application) -> web.Application:
         public_base_url=lambda: app.public_base_url,
         alerts=lambda: app.delivery.alerts if app.delivery is not None else None,
         read_timeout=settings.webhook_read_timeout_seconds,
+        on_inbound=lambda: app.delivery.inbound.wake()
+        if app.delivery is not None and app.delivery.inbound is not None else None,
     )
     runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
     await runner.setup()
@@ -321,9 +440,11 @@ async def shutdown(app: Application, polling: asyncio.Task[None] | None) -> None
     # After the handlers: what they enqueued on their way out is still delivered or left
     # pending for the next start, never half-sent. Each part is closed even if one before it
     # failed (a database outage during shutdown, say).
-    steps: list[Step] = []
+    # Error occurrences spooled during a database outage: a last try before they are lost.
+    steps: list[Step] = [("error spool", app.dispatcher["error_recorder"].flush)]
     if app.delivery is not None:
         steps.append(("delivery", partial(app.delivery.stop, timeout)))
+    steps.append(("relay", app.dispatcher["relay"].close))
     if app.web_runner is not None:
         steps.append(("web server", app.web_runner.cleanup))
     steps += [

@@ -34,6 +34,21 @@ def _is_loopback_url(url: str) -> bool:
         return False
 
 
+# The settings whose values are secrets: masked wherever text is logged or stored
+# (services.masking). A new setting named like a secret must be listed (tests/unit/test_masking).
+SECRET_SETTINGS = (
+    "bot_token",
+    "webhook_secret",
+    "whatsapp_token",
+    "whatsapp_app_secret",
+    "whatsapp_verify_token",
+    "twilio_auth_token",
+    "smtp_password",
+    "health_token",
+    "alert_webhook_url",
+)
+
+
 class ConfigError(Exception):
     """A setting is missing or malformed; the message is one line meant for a person."""
 
@@ -119,6 +134,8 @@ class Settings(BaseSettings):
     # A broken channel's circuit stays open this long, doubling at each trip, before a probe.
     circuit_probe_seconds: float = Field(default=60.0, gt=0)
     alert_window_seconds: float = Field(default=3600.0, gt=0)
+    # Error occurrences kept in memory while the database is away (oldest dropped first).
+    error_spool_size: int = Field(default=1000, ge=1)
 
     # --- Provider limits ------------------------------------------------------------------------
     telegram_rate_per_second: float = Field(default=30.0, gt=0)
@@ -132,6 +149,76 @@ class Settings(BaseSettings):
     # Messages per sender number per day; 0: no cap.
     whatsapp_daily_cap_per_sender: int = Field(default=0, ge=0)
     twilio_rate_per_second: float = Field(default=1.0, gt=0)
+
+    # --- Paging beyond Telegram (issue 9) -------------------------------------------------------
+    # High and critical alerts are also POSTed here as Slack-compatible JSON (a secret: an
+    # incoming webhook's URL is its own credential). Unset: Telegram only.
+    alert_webhook_url: str | None = None
+    # Slack accepts about one message a second per incoming webhook.
+    alert_webhook_rate_per_second: float = Field(default=1.0, gt=0)
+
+    # --- WhatsApp inbound and sender health (issue 11) ------------------------------------------
+    # A stored inbound message claimed by a worker is due again after this if it was not done.
+    inbound_lease_seconds: float = Field(default=60.0, gt=0)
+    inbound_batch_size: int = Field(default=50, ge=1, le=1000)
+    # A down sender number is probed after this, doubling up to the cap; the cap also bounds
+    # the channel circuits' probe backoff (CIRCUIT_PROBE_SECONDS doubling).
+    whatsapp_sender_probe_seconds: float = Field(default=60.0, gt=0)
+    probe_max_seconds: float = Field(default=300.0, gt=0)
+    # Admins are told once when a down number failed this many probes in a row.
+    whatsapp_sender_alert_after: int = Field(default=5, ge=1)
+
+    # --- Relay to the operators' chat (issue 11) -------------------------------------------------
+    # An approved WhatsApp template (one body parameter: the operator's text) sent when an
+    # operator answers a customer outside the 24 h window. Unset: the operator is told instead.
+    whatsapp_reply_template: str | None = None
+    # A customer's media that cannot be fetched is tried again this long, then relayed as a
+    # notice with the reason.
+    relay_media_retry_minutes: float = Field(default=10.0, ge=0)
+
+    # --- Service requests (issue 10) ------------------------------------------------------------
+    # Offers go to the best K providers at a time; an unanswered offer expires after this.
+    offer_candidates: int = Field(default=3, ge=1, le=50)
+    offer_expiry_minutes: float = Field(default=30.0, gt=0)
+    # A completed request nobody confirms: reminded after this, confirmed automatically after.
+    completion_reminder_hours: float = Field(default=24.0, gt=0)
+    auto_confirm_hours: float = Field(default=72.0, gt=0)
+    # How often the offer-expiry and completed-request jobs run.
+    workflow_job_interval_seconds: float = Field(default=60.0, gt=0)
+    # A request in a state longer than this counts as stuck (the recovery menus).
+    stuck_after_new_minutes: float = Field(default=10.0, gt=0)
+    stuck_after_matching_minutes: float = Field(default=10.0, gt=0)
+    stuck_after_offered_minutes: float = Field(default=120.0, gt=0)
+    stuck_after_assigned_minutes: float = Field(default=1440.0, gt=0)
+    stuck_after_in_progress_minutes: float = Field(default=4320.0, gt=0)
+    stuck_after_completed_minutes: float = Field(default=5760.0, gt=0)
+    stuck_after_disputed_minutes: float = Field(default=2880.0, gt=0)
+    stuck_after_escalated_minutes: float = Field(default=60.0, gt=0)
+
+    # --- Recovery sweeps and system health (issue 12) -------------------------------------------
+    # How often each sweep runs: the stuck-workflow digest, inventory reconciliation, the health
+    # snapshot, the clean-up.
+    stuck_sweep_interval_seconds: float = Field(default=1800.0, gt=0)
+    inventory_reconciliation_interval_seconds: float = Field(default=3600.0, gt=0)
+    health_snapshot_interval_seconds: float = Field(default=300.0, gt=0)
+    cleanup_interval_seconds: float = Field(default=86400.0, gt=0)
+    # What the clean-up deletes, by age: resolved error groups and their occurrences, the
+    # transaction log, health snapshots, sent notifications (with their attempts), processed
+    # inbound WhatsApp messages. Dead letters are archived after DEAD_LETTER_RETENTION_DAYS.
+    error_retention_days: float = Field(default=30.0, gt=0)
+    transaction_log_retention_days: float = Field(default=90.0, gt=0)
+    health_snapshot_retention_days: float = Field(default=7.0, gt=0)
+    sent_notification_retention_days: float = Field(default=30.0, gt=0)
+    inbound_message_retention_days: float = Field(default=30.0, gt=0)
+
+    def secret_values(self) -> list[str]:
+        """Every configured value of a setting marked secret (`SECRET_SETTINGS`), and the
+        passwords inside DATABASE_URL and REDIS_URL: what the logs and error records mask."""
+        from services.masking import url_password
+
+        values = [getattr(self, name) for name in SECRET_SETTINGS]
+        values += [url_password(self.database_url), url_password(self.redis_url)]
+        return [v for v in values if isinstance(v, str) and v]
 
     @field_validator("notification_max_age", mode="before")
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -31,11 +31,17 @@ from services.notifications.channels.email import EmailChannel
 from services.notifications.channels.manual import ManualChannel
 from services.notifications.channels.sms import SmsChannel
 from services.notifications.channels.telegram import TelegramChannel
+from services.notifications.channels.webhook import WebhookChannel
 from services.notifications.channels.whatsapp import WhatsAppChannel
 from services.notifications.channels.whatsapp_limits import MemoryMessagingLimit, tier_limit
 from services.notifications.dispatcher import Dispatcher, DispatcherConfig, new_owner
 from services.notifications.pacing import MemoryRateLimiter, RateLimiter
+from services.relay import Relay
 from services.scheduler import Scheduler, register_core_jobs
+from services.sender_health import SenderHealth
+from services.whatsapp_desk import WhatsAppDesk
+from services.whatsapp_inbound import InboundWorker, Processor, WorkerConfig
+from services.workflow import WorkflowConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +56,17 @@ class Delivery:
     scheduler: Scheduler
     dispatching: bool
     redis: Any = None
+    # Processes the WhatsApp messages the webhook stored (every process runs one).
+    inbound: InboundWorker | None = None
     _started: list[str] = field(default_factory=list)
 
     async def start(self) -> None:
         if self.dispatching:
             await self.dispatcher.start()
             self._started.append("dispatcher")
+        if self.inbound is not None:
+            self.inbound.start()
+            self._started.append("inbound")
         self.scheduler.start()
         self._started.append("scheduler")
 
@@ -66,6 +77,8 @@ class Delivery:
             steps.append(("scheduler", partial(self.scheduler.shutdown, timeout)))
         if "dispatcher" in self._started:
             steps.append(("dispatcher", partial(self.dispatcher.stop, timeout)))
+        if "inbound" in self._started and self.inbound is not None:
+            steps.append(("inbound worker", partial(self.inbound.stop, timeout)))
         self._started.clear()
         steps += [(f"{name} channel", channel.close) for name, channel in self.channels.items()]
         if self.redis is not None:
@@ -85,9 +98,13 @@ def build_delivery(
     *,
     public_base_url: str,
     pack_action: Callable[[Action], str],
+    relay: Relay | None = None,
+    workflow: WorkflowConfig | None = None,
 ) -> Delivery:
     """`pack_action` turns a notification button's action into Telegram callback data (the
-    handlers' packing, beside the code that decodes it)."""
+    handlers' packing, beside the code that decodes it). `relay` (the operators' chat) places
+    relayed messages in their threads and relays each inbound WhatsApp message. `workflow`
+    is the service requests' configuration the WhatsApp desk opens requests with."""
     redis = None
     limiter: RateLimiter
     if settings.redis_url:
@@ -113,20 +130,28 @@ def build_delivery(
         )
     )
 
+    sender_health = SenderHealth(
+        db, clock, settings.whatsapp_phone_number_ids,
+        probe_base=settings.whatsapp_sender_probe_seconds,
+        probe_max=settings.probe_max_seconds,
+        alert_after=settings.whatsapp_sender_alert_after,
+    )
+    whatsapp = WhatsAppChannel(
+        token=settings.whatsapp_token or "",
+        phone_number_ids=list(settings.whatsapp_phone_number_ids),
+        limiter=limiter,
+        clock=clock,
+        api_base=settings.whatsapp_api_base,
+        api_version=settings.whatsapp_api_version,
+        rate_per_second=settings.whatsapp_rate_per_second,
+        recipient_interval=settings.whatsapp_recipient_interval_seconds,
+        daily_cap_per_sender=settings.whatsapp_daily_cap_per_sender,
+        messaging_limit=messaging_limit,
+        health=sender_health,
+    )
     channels: dict[str, Channel] = {
-        ChannelName.TELEGRAM: TelegramChannel(bot, pack_action=pack_action),
-        ChannelName.WHATSAPP: WhatsAppChannel(
-            token=settings.whatsapp_token or "",
-            phone_number_ids=list(settings.whatsapp_phone_number_ids),
-            limiter=limiter,
-            clock=clock,
-            api_base=settings.whatsapp_api_base,
-            api_version=settings.whatsapp_api_version,
-            rate_per_second=settings.whatsapp_rate_per_second,
-            recipient_interval=settings.whatsapp_recipient_interval_seconds,
-            daily_cap_per_sender=settings.whatsapp_daily_cap_per_sender,
-            messaging_limit=messaging_limit,
-        ),
+        ChannelName.TELEGRAM: TelegramChannel(bot, pack_action=pack_action, threads=relay),
+        ChannelName.WHATSAPP: whatsapp,
         ChannelName.SMS: SmsChannel(
             account_sid=settings.twilio_account_sid or "",
             auth_token=settings.twilio_auth_token or "",
@@ -146,6 +171,12 @@ def build_delivery(
             starttls=settings.smtp_starttls,
         ),
         ChannelName.MANUAL: ManualChannel(db, clock),
+        # Destinations that are not users: "webhook:alerts" (ALERT_WEBHOOK_URL).
+        ChannelName.WEBHOOK: WebhookChannel(
+            {"alerts": settings.alert_webhook_url},
+            limiter=limiter,
+            rate_per_second=settings.alert_webhook_rate_per_second,
+        ),
     }
     on = [name for name, channel in channels.items() if channel.enabled]
     log.info("delivery channels on: %s", ", ".join(on))
@@ -154,6 +185,7 @@ def build_delivery(
         admin_telegram_ids=settings.admin_ids,
         window=timedelta(seconds=settings.alert_window_seconds),
         default_language=settings.default_language,
+        webhook=bool(settings.alert_webhook_url),
     )
     owner = new_owner()
     config = DispatcherConfig(
@@ -166,6 +198,7 @@ def build_delivery(
         retry_schedule=settings.retry_schedule_seconds,
         send_retry_wait=settings.send_retry_wait_seconds,
         circuit_probe_seconds=settings.circuit_probe_seconds,
+        circuit_probe_max_seconds=settings.probe_max_seconds,
         exclusive=redis is None,
         leader_lease=timedelta(seconds=settings.dispatcher_leader_lease_seconds),
     )
@@ -177,6 +210,28 @@ def build_delivery(
         scheduler, db, dead_letter_retention=timedelta(days=settings.dead_letter_retention_days),
         delivery_address_retention=timedelta(days=settings.delivery_address_retention_days),
     )
+    if whatsapp.enabled:
+        async def probe_senders(now: datetime) -> str:
+            return await sender_health.probe_due(whatsapp.probe, scheduler.alerts)
+
+        scheduler.add_job("whatsapp_sender_probe", probe_senders, every=timedelta(seconds=15),
+                          lease=timedelta(minutes=2))
+    # The WhatsApp desk answers what is for it ("new", "status"...) before the relay, which
+    # relays everything else to the operators' chat.
+    processors: list[Processor] = []
+    if whatsapp.enabled:
+        processors.append(WhatsAppDesk(alerts, workflow).process)
+    if relay is not None and relay.enabled:
+        processors.append(relay.process)
+    inbound = InboundWorker(
+        db, clock, owner=owner,
+        config=WorkerConfig(
+            lease=timedelta(seconds=settings.inbound_lease_seconds),
+            batch_size=settings.inbound_batch_size,
+            default_language=settings.default_language,
+        ),
+        processors=processors,
+    )
     return Delivery(
         alerts=alerts,
         channels=channels,
@@ -184,4 +239,5 @@ def build_delivery(
         scheduler=scheduler,
         dispatching=settings.dispatcher_enabled,
         redis=redis,
+        inbound=inbound,
     )

@@ -1,7 +1,8 @@
 """The one aiohttp web app: health endpoints; the webhooks and the rest are added to it.
 
 /health/live: the process is serving. /health/ready: it can do its job (database reachable).
-/health: `ok`, `degraded` or `down` with its reasons; 503 only when down. It serves the snapshot
+/health: `ok`, `degraded` or `down` with its reasons; 503 only when down. /metrics: the same
+snapshot in Prometheus' text format, for trusted callers only. It serves the snapshot
 of services/health.py, so the database is read at most once every HEALTH_CACHE_SECONDS however
 many callers ask, and never under the writer's lock. Anyone sees the status and the reasons; the
 components and their counts only a caller with `Authorization: Bearer <HEALTH_TOKEN>`, or one on
@@ -15,6 +16,8 @@ from ipaddress import ip_address
 
 from aiohttp import web
 
+from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from bot.metrics import render as render_metrics
 from database.engine import Database
 from services.clock import Clock, SystemClock
 from services.health import Check, HealthMonitor
@@ -70,6 +73,22 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text (bot/metrics.py) from the same cached snapshot; only for a trusted
+    caller (the HEALTH_TOKEN bearer, or loopback): 401 without credentials, 403 with wrong
+    ones."""
+    if not _trusted(request):
+        if "Authorization" in request.headers:
+            return web.Response(status=403, text="forbidden\n")
+        return web.Response(status=401, text="unauthorized\n",
+                            headers={"WWW-Authenticate": "Bearer"})
+    snapshot = await request.app[APP_KEY_HEALTH].snapshot()
+    return web.Response(
+        body=render_metrics(snapshot),
+        headers={"Content-Type": METRICS_CONTENT_TYPE, "Cache-Control": "no-store"},
+    )
+
+
 def build_web_app(
     db: Database,
     checks: dict[str, HealthCheck] | None = None,
@@ -89,4 +108,5 @@ def build_web_app(
     app.router.add_get("/health", health)
     app.router.add_get("/health/live", live)
     app.router.add_get("/health/ready", ready)
+    app.router.add_get("/metrics", metrics)
     return app

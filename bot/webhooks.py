@@ -24,8 +24,12 @@ Promises:
   and nothing usable is refused (400). In every refusal nothing was changed.
 - Refusals are logged at a bounded rate (`RefusalLog`): the first of a kind at once, then one
   line a minute with how many more there were, never a line per request.
-- A verified delivery is applied in one unit of work (services.notifications.receipts), then
-  answered 200. Every change is idempotent, so a delivery Meta retries changes nothing more. A
+- Inbound messages (messages[]) are stored (services.whatsapp_inbound.InboundStore: INSERT ...
+  ON CONFLICT DO NOTHING on the wamid, concurrent requests' messages committed together) before
+  the 200, and processed afterwards by the inbound worker, so the answer stays fast and a crash
+  after it loses nothing; a redelivery is stored once. A store that fails is answered 503.
+- Statuses are applied in one unit of work (services.notifications.receipts), then answered
+  200. Every change is idempotent, so a delivery Meta retries changes nothing more. A
   receipt for a message the dispatcher is still sending (no row has its message id yet, but its
   reference names a notification being sent: WhatsApp's biz_opaque_callback_data, Twilio's
   StatusCallback `?ref=`) is stored and applied once the send is recorded, and answered 200
@@ -62,11 +66,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.delivery import TWILIO_STATUS_PATH
 from database.engine import Database
+from services import whatsapp_inbound
 from services.alerts import Alerts
 from services.clock import Clock
 from services.notifications import receipts
 from services.notifications.classify import classify_twilio, classify_whatsapp
 from services.notifications.failures import Failure
+from services.whatsapp_inbound import Received
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +141,8 @@ class StatusUpdate:
     reference: str | None  # biz_opaque_callback_data: the idempotency key the send carried
 
 
-@dataclass(frozen=True, slots=True)
-class InboundMessage:
-    """One messages[] entry of a WhatsApp webhook."""
-
-    phone: str  # "from": digits, country code first, no '+'
-    wamid: str
-    text: str | None
-    at: datetime | None
+# One messages[] entry of a WhatsApp webhook, as the inbound store takes it.
+InboundMessage = Received
 
 
 @dataclass(slots=True)
@@ -237,16 +237,21 @@ def _status_failure(entry: Mapping[str, Any]) -> Failure | None:
 
 def _inbound_text(message: Mapping[str, Any]) -> str | None:
     kind = message.get("type")
-    # A typed text, or a template's quick-reply button (e.g. "Stop promotions").
-    content = message.get(kind) if kind in ("text", "button") else None
+    # A typed text, a template's quick-reply button (e.g. "Stop promotions"), or the title of
+    # an interactive button or list row the customer tapped.
+    content = message.get(kind) if kind in ("text", "button", "interactive") else None
     if not isinstance(content, Mapping):
         return None
-    value = content.get("body" if kind == "text" else "text")
+    if kind == "interactive":
+        reply = content.get(content.get("type")) if isinstance(content.get("type"), str) else None
+        content = reply if isinstance(reply, Mapping) else {}
+    value = content.get({"text": "body", "button": "text"}.get(kind, "title"))
     if not isinstance(value, str):
         return None
-    if len(value) > MAX_TEXT_LENGTH or not storable(value):
-        raise MalformedWebhook("messages[] text is too long or not valid text")
-    return value
+    if len(value) > MAX_TEXT_LENGTH:
+        raise MalformedWebhook("messages[] text is too long")
+    # A NUL or a lone surrogate cannot be stored: cleaned, rather than losing the message.
+    return value if storable(value) else _short_text(value, MAX_TEXT_LENGTH)
 
 
 def _read_status(batch: WhatsAppBatch, status: Any) -> None:
@@ -270,7 +275,40 @@ def _read_status(batch: WhatsAppBatch, status: Any) -> None:
     )
 
 
-def _read_message(batch: WhatsAppBatch, message: Any) -> None:
+@dataclass(frozen=True, slots=True)
+class _ChangeContext:
+    """What a change says about its messages besides the messages: the business number they
+    were sent to, and the senders' profile names (contacts[], by wa_id)."""
+
+    phone_number_id: str | None = None
+    names: Mapping[str, str] = field(default_factory=dict)
+
+
+def _change_context(value: Mapping[str, Any]) -> _ChangeContext:
+    metadata = value.get("metadata")
+    number_id = metadata.get("phone_number_id") if isinstance(metadata, Mapping) else None
+    if not isinstance(number_id, str) or not _PRINTABLE_ASCII.fullmatch(number_id or " "):
+        number_id = None
+    names: dict[str, str] = {}
+    listed = value.get("contacts")
+    for contact in listed if isinstance(listed, list) else ():
+        if not isinstance(contact, Mapping):
+            continue
+        wa_id, profile = contact.get("wa_id"), contact.get("profile")
+        name = profile.get("name") if isinstance(profile, Mapping) else None
+        if isinstance(wa_id, str) and isinstance(name, str) and name:
+            names[wa_id] = name
+    return _ChangeContext(number_id, names)
+
+
+def _message_type(message: Mapping[str, Any]) -> str:
+    kind = message.get("type")
+    return kind if isinstance(kind, str) and _TOKEN.fullmatch(kind) else "unknown"
+
+
+def _read_message(
+    batch: WhatsAppBatch, message: Any, context: _ChangeContext = _ChangeContext()
+) -> None:
     if not isinstance(message, Mapping):
         raise MalformedWebhook("messages[] is not an object")
     wamid = _identifier(message, "id", "messages[]")
@@ -286,6 +324,10 @@ def _read_message(batch: WhatsAppBatch, message: Any) -> None:
             wamid=wamid,
             text=_inbound_text(message),
             at=parse_timestamp(message.get("timestamp")),
+            type=_message_type(message),
+            profile_name=context.names.get(phone),
+            phone_number_id=context.phone_number_id,
+            payload=message,
         )
     )
 
@@ -298,7 +340,12 @@ def _read_change(batch: WhatsAppBatch, change: Any) -> None:
     value = change.get("value")
     if not isinstance(value, Mapping):
         raise MalformedWebhook("changes[].value is not an object")
-    for key, read in (("statuses", _read_status), ("messages", _read_message)):
+    context = _change_context(value)
+
+    def read_message(batch: WhatsAppBatch, message: Any) -> None:
+        _read_message(batch, message, context)
+
+    for key, read in (("statuses", _read_status), ("messages", read_message)):
         try:
             items = _list(value, key, "value")
         except MalformedWebhook as exc:
@@ -569,9 +616,12 @@ class Webhooks:
     alerts: AlertsSource = None
     read_timeout: float = DEFAULT_READ_TIMEOUT
     refusals: RefusalLog = field(default_factory=RefusalLog)
+    # Called once inbound messages are stored: wakes the inbound worker of this process.
+    on_inbound: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         self._warned = _Warned()
+        self._inbound_store = whatsapp_inbound.InboundStore(self.db)
 
     def _alerts(self) -> Alerts | None:
         if self.alerts is None or isinstance(self.alerts, Alerts):
@@ -684,15 +734,25 @@ class Webhooks:
                     alerts=alerts,
                 )
                 outcomes[outcome.value] += 1
-            for m in messages:
-                await receipts.record_inbound_whatsapp(
-                    session, phone=m.phone, wamid=m.wamid, text=m.text, at=m.at or now, now=now,
-                )
-                outcomes["inbound"] += 1
             return outcomes
 
+        outcomes: Counter[str] = Counter()
+        if messages:
+            # Stored before the 200 and processed by the inbound worker: a redelivery is stored
+            # once (unique wamid), and nothing is lost if the process dies now.
+            try:
+                stored = await self._inbound_store.store(messages, self.clock.now())
+            except Exception:  # the database's or its driver's: Meta sends it again
+                log.exception("WhatsApp webhook: could not store its messages; Meta will retry")
+                return _error(503, "try again later")
+            outcomes["inbound stored"] += stored
+            if len(messages) > stored:
+                outcomes["inbound already stored"] += len(messages) - stored
+            if stored and self.on_inbound is not None:
+                self.on_inbound()
         try:
-            outcomes = await self.db.run(work)
+            if statuses:
+                outcomes += await self.db.run(work)
         except SQLAlchemyError:
             log.exception("WhatsApp webhook: could not apply it; Meta will retry")
             return _error(503, "try again later")
@@ -789,13 +849,15 @@ def register_webhooks(
     public_base_url: BaseUrl,
     alerts: AlertsSource = None,
     read_timeout: float = DEFAULT_READ_TIMEOUT,
+    on_inbound: Callable[[], None] | None = None,
 ) -> Webhooks:
     """Add GET/POST /webhooks/whatsapp and POST /webhooks/twilio/status to `app`.
 
     `public_base_url` (or a function returning it, when the port is known only once the server
     is bound) is where Twilio reaches the app: the signed URL is it plus the path and query.
     `alerts` (or a function returning it) tells the admins about dead letters. A body not
-    received within `read_timeout` seconds is refused (408).
+    received within `read_timeout` seconds is refused (408). `on_inbound` is called after inbound
+    messages were stored (the inbound worker's wake-up).
     """
     hooks = Webhooks(
         db=db,
@@ -806,6 +868,7 @@ def register_webhooks(
         public_base_url=public_base_url,
         alerts=alerts,
         read_timeout=read_timeout,
+        on_inbound=on_inbound,
     )
     app.router.add_get(WHATSAPP_PATH, hooks.whatsapp_verify, allow_head=False)
     app.router.add_post(WHATSAPP_PATH, hooks.whatsapp_receive)

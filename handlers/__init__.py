@@ -6,9 +6,12 @@ Dispatchers as it likes.
 
 from aiogram import Router
 
-from handlers import admin, common, errors, profile, start
+from handlers import admin, common, errors, operators, profile, requests, start, support
 
 
 def get_routers() -> list[Router]:
     """The production routers, in the order they are tried. The catch-all comes last."""
-    return [errors.setup(), start.setup(), profile.setup(), admin.setup(), common.setup()]
+    return [
+        errors.setup(), operators.setup(), support.setup(), start.setup(), profile.setup(),
+        admin.setup(), requests.setup(), common.setup(),
+    ]

@@ -7,21 +7,22 @@ from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 from aiogram.utils.i18n import gettext as _
 
-
-def help_text() -> str:
-    return "\n".join(
-        [
-            _("Here is what I can do:"),
-            _("/start - register and say hello"),
-            _("/language - choose English or French"),
-            _("/profile - your phone, e-mail and how we reach you"),
-            _("/help - show this list"),
-        ]
-    )
+from services.menus import sections_for
+from services.users import UserView
 
 
-async def show_help(message: Message) -> None:
-    await message.answer(help_text())
+def help_text(user: UserView | None = None) -> str:
+    """Everyone's commands, then a section for each role the person holds (services.menus)."""
+    lines = [_("Here is what I can do:")]
+    for title, commands in sections_for(user.roles if user is not None else ()):
+        if title is not None:
+            lines += ["", "<b>" + _(title) + "</b>"]
+        lines += [f"/{name} - {_(description)}" for name, description in commands]
+    return "\n".join(lines)
+
+
+async def show_help(message: Message, user: UserView | None = None) -> None:
+    await message.answer(help_text(user))
 
 
 async def fallback(message: Message) -> None:

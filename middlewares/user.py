@@ -50,6 +50,7 @@ class UserMiddleware(BaseMiddleware):
             telegram_id=from_user.id,
             display_name=from_user.full_name,
             client_language=from_user.language_code,
+            username=from_user.username or "",
         )
         self.languages.put(from_user.id, user.language)
         data["user"] = user

@@ -17,6 +17,18 @@ from typing import Any
 class ActionName(enum.StrEnum):
     # Send again every dead letter of the same kind as notification `target`.
     RETRY_DEAD_LETTERS_LIKE = "retry_dead_letters_like"
+    # Show error occurrence `target` (its support code, context and group) to the admin.
+    OPEN_ERROR = "open_error"
+    # Service requests (services/workflow): a job offer's answers, target the offer id ...
+    OFFER_ACCEPT = "offer_accept"
+    OFFER_DECLINE = "offer_decline"
+    # ... and "show me this request" (with fresh, versioned buttons), target the request id.
+    REQUEST_OPEN = "request_open"
+    # Relay (issue 11): show customer `target`'s full number to an operator or admin.
+    REVEAL_NUMBER = "reveal_number"
+    # /workflow_recovery (issue 12): open the Stuck workflows screen (target: a request, or 0
+    # for the list), the button on the stuck-workflow digest.
+    OPEN_STUCK = "open_stuck"
 
 
 @dataclass(frozen=True, slots=True)

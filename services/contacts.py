@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Column, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +25,7 @@ from database.engine import Database, DriverQuery
 from database.models import User
 from services import audit
 from services.clock import Clock
+from services.errors import DomainError
 from services.notifications.channels.base import DEFAULT_ORDER, ChannelName
 
 # The channels a person can put in order or opt out of; "manual" (a task for an admin) is the
@@ -42,8 +43,9 @@ _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*
 _DOMAIN_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
-class ContactError(ValueError):
-    """A contact change refused; nothing was changed."""
+class ContactError(DomainError, ValueError):
+    """A contact change refused; nothing was changed. A domain error (services.errors): one
+    that reaches no handler of its own is still answered with a fitting message and a code."""
 
 
 class InvalidPhone(ContactError):
@@ -246,14 +248,21 @@ async def set_phone(
 ) -> ContactView:
     """Store the user's phone number (normalised to E.164).
 
-    A number already on another user raises PhoneTaken and changes nothing; opt-outs are kept,
-    since a STOP is only lifted by opting in again.
+    A number on a WhatsApp-only customer (no Telegram account) is theirs: the two are one
+    person, merged into this user (`merge_customer`). A number already on another Telegram
+    user raises PhoneTaken and changes nothing; opt-outs are kept, since a STOP is only lifted
+    by opting in again.
     """
     number = normalize_phone(phone)
     user = await session.get_one(User, user_id)
     if user.phone == number:
         return _view(user)
-    holder = await session.scalar(select(User.id).where(User.phone == number, User.id != user_id))
+    holder = await session.scalar(
+        select(User).where(User.phone == number, User.id != user_id).with_for_update()
+    )
+    if holder is not None and holder.telegram_id is None and user.telegram_id is not None:
+        await merge_customer(session, keep=user, absorb=holder, now=now)
+        return _view(user)
     if holder is not None:
         raise PhoneTaken()
     before = {"phone": user.phone}
@@ -274,6 +283,64 @@ async def set_phone(
         actor_id=user.id,
     )
     return _view(user)
+
+
+def _user_references() -> list[Column[Any]]:
+    """Every column of every table that refers to users.id (other features' tables included)."""
+    return [
+        column
+        for table in User.metadata.sorted_tables
+        for column in table.columns
+        if any(fk.column.table.name == User.__tablename__ for fk in column.foreign_keys)
+    ]
+
+
+async def merge_customer(
+    session: AsyncSession, *, keep: User, absorb: User, now: datetime
+) -> dict[str, int]:
+    """Make `absorb` (a WhatsApp-only customer) part of `keep` (the Telegram user who shared
+    that number): every row that referred to `absorb` (messages, notifications, requests...)
+    now refers to `keep`, the number, the WhatsApp window and the opt-outs (a STOP stays a
+    STOP) move over, the e-mail and name fill gaps, then `absorb` is deleted. Audited on both
+    ids in the same transaction. Returns how many rows moved, per table."""
+    number = absorb.phone
+    before = {"phone": keep.phone, "opt_outs": keep.opt_outs, "roles": keep.roles}
+    absorb.phone = None
+    await session.flush()
+    moved: dict[str, int] = {}
+    for column in _user_references():
+        result = await session.execute(
+            update(column.table).where(column == absorb.id).values({column.name: keep.id})
+        )
+        if result.rowcount:
+            key = f"{column.table.name}.{column.name}"
+            moved[key] = moved.get(key, 0) + result.rowcount
+    keep.phone = number
+    keep.opt_outs = ",".join(sorted({*_split(keep.opt_outs), *_split(absorb.opt_outs)}))
+    keep.roles = ",".join(sorted({*_split(keep.roles), *_split(absorb.roles)}))
+    if absorb.whatsapp_inbound_at is not None and (
+        keep.whatsapp_inbound_at is None or keep.whatsapp_inbound_at < absorb.whatsapp_inbound_at
+    ):
+        keep.whatsapp_inbound_at = absorb.whatsapp_inbound_at
+    keep.email = keep.email or absorb.email
+    keep.display_name = keep.display_name or absorb.display_name
+    absorbed_id = absorb.id
+    await session.delete(absorb)
+    await session.flush()
+    detail = f"merged WhatsApp customer {absorbed_id}: " + (
+        ", ".join(f"{name} {count}" for name, count in sorted(moved.items())) or "no rows"
+    )
+    _audit(
+        session, keep, "contacts.merge",
+        before={**before, "merged_user_id": absorbed_id},
+        after={"phone": number, "opt_outs": keep.opt_outs, "roles": keep.roles},
+        now=now, actor_id=keep.id, detail=detail,
+    )
+    audit.record(
+        session, operation="user.merged_into", entity_type="user", entity_id=absorbed_id,
+        after={"user_id": keep.id}, actor_id=keep.id, detail=detail, at=now,
+    )
+    return moved
 
 
 async def set_email(

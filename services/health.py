@@ -18,15 +18,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from sqlalchemy import delete, func, literal_column, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.engine import ConnectionLost, Database
+from database.models import (
+    ChannelState,
+    DeliveryAttempt,
+    ErrorGroup,
+    ErrorOccurrence,
+    JobRun,
+    Notification,
+    ServiceRequest,
+    SystemHealthSnapshot,
+)
 from services.clock import Clock
 from services.notifications import outbox
 
@@ -160,9 +172,11 @@ class HealthMonitor:
                     parts[name] = Component("degraded", ("its check failed",))
             return parts
 
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout):
                 components = await self.db.read(work)
+            components["database"] = database_health(time.perf_counter() - started)
         except TimeoutError:
             log.warning("health: the database did not answer within %g s", self.timeout)
             components = {
@@ -173,3 +187,300 @@ class HealthMonitor:
             components = {"database": Component("down", ("unreachable",))}
         status, reasons = overall(components)
         return Snapshot(status, reasons, components, self.clock.now())
+
+
+# --- the parts (issue 12) ---------------------------------------------------------------------
+#
+# Each part is a Check over the snapshot's one read-only session. The cheap ones read through an
+# index and run in every snapshot (at most every HEALTH_CACHE_SECONDS); the heavy one (inventory
+# discrepancies) is computed by the health-snapshot job every few minutes and read back from the
+# latest stored snapshot. /metrics renders the same components' figures (bot/metrics.py).
+
+# A snapshot's reads taking longer than this make the database degraded.
+DATABASE_SLOW_MS = 500.0
+# Delivery figures (sends, failures, waits) cover this window before now.
+DELIVERY_WINDOW = timedelta(hours=1)
+# Upper bounds (seconds) of the enqueue-to-send wait histogram of /metrics.
+WAIT_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
+# Sent notifications read for the wait histogram at most (the newest ones).
+WAIT_SAMPLE = 5000
+
+
+def database_health(elapsed: float) -> Component:
+    """Reachable (the snapshot's reads answered) and how long they took, all of them: no
+    statement of its own, so a snapshot stays the few indexed reads of its parts."""
+    latency_ms = round(elapsed * 1000, 2)
+    if latency_ms > DATABASE_SLOW_MS:
+        return Component("degraded", (f"slow to answer (over {DATABASE_SLOW_MS:g} ms)",),
+                         {"latency_ms": latency_ms})
+    return Component("ok", (), {"latency_ms": latency_ms})
+
+
+async def channels_health(
+    session: AsyncSession, *, now: datetime, enabled: Iterable[str] = ()
+) -> Component:
+    """Each channel: on or off (configured), paused by an admin, circuit open or closed."""
+    states = {s.channel: s for s in await session.scalars(select(ChannelState))}
+    names = list(dict.fromkeys([*enabled, *states]))
+    enabled_set = set(enabled)
+    figures: dict[str, Any] = {}
+    reasons: list[str] = []
+    for name in names:
+        state = states.get(name)
+        paused = bool(state and state.paused)
+        open_until = state.circuit_open_until if state is not None else None
+        circuit = "open" if open_until is not None and open_until > now else "closed"
+        figures[name] = {
+            "enabled": name in enabled_set, "paused": paused, "circuit": circuit,
+            "circuit_open_until": open_until.isoformat() if circuit == "open" else None,
+        }
+        if paused:
+            reasons.append(f"{name} is paused by an admin")
+        if circuit == "open":
+            reasons.append(f"{name} is failing (circuit open)")
+    return Component("degraded" if reasons else "ok", tuple(reasons), {"channels": figures})
+
+
+async def delivery_health(session: AsyncSession, *, now: datetime) -> Component:
+    """The outbox (depth by status and channel, oldest due age, dead letters in the last 24 h
+    and in all, open manual tasks), and the last hour's sends, failures and waits."""
+    base = await outbox_health(session, now=now)
+    figures = dict(base.details)
+    failed = Notification.status == literal_column("'failed'")
+    figures["dead_letters_24h"] = await session.scalar(
+        select(func.count()).select_from(Notification)
+        .where(failed, Notification.failed_at >= now - timedelta(hours=24))
+    ) or 0
+    depth: dict[str, dict[str, int]] = {}
+    for status in ("pending", "sending", "failed"):
+        rows = await session.execute(
+            select(Notification.channel, func.count())
+            .where(Notification.status == literal_column(f"'{status}'"))
+            .group_by(Notification.channel)
+        )
+        depth[status] = {channel: count for channel, count in rows}
+    figures["depth"] = depth
+    since = now - DELIVERY_WINDOW
+    sends: dict[str, int] = {}
+    failures: dict[str, dict[str, int]] = {}
+    for channel, outcome, error_class, count in await session.execute(
+        select(DeliveryAttempt.channel, DeliveryAttempt.outcome, DeliveryAttempt.error_class,
+               func.count())
+        .where(DeliveryAttempt.at >= since)
+        .group_by(DeliveryAttempt.channel, DeliveryAttempt.outcome, DeliveryAttempt.error_class)
+    ):
+        if outcome == "sent":
+            sends[channel] = sends.get(channel, 0) + count
+        elif outcome in ("failed", "rate_limited"):
+            kind = error_class or ("rate_limited" if outcome == "rate_limited" else "unknown")
+            per = failures.setdefault(channel, {})
+            per[kind] = per.get(kind, 0) + count
+    figures["sends_1h"] = sends
+    figures["failures_1h"] = failures
+    # From the hour's accepted attempts (indexed by time) to their notifications (by key):
+    # notifications keep no index on sent_at.
+    waits = [
+        (sent - (restarted or created)).total_seconds()
+        for created, restarted, sent in await session.execute(
+            select(Notification.created_at, Notification.restarted_at, DeliveryAttempt.at)
+            .join(Notification, Notification.id == DeliveryAttempt.notification_id)
+            .where(DeliveryAttempt.at >= since, DeliveryAttempt.outcome == "sent")
+            .order_by(DeliveryAttempt.at.desc())
+            .limit(WAIT_SAMPLE)
+        )
+    ]
+    figures["wait_1h"] = {
+        "buckets": {f"{b:g}": sum(1 for w in waits if w <= b) for b in WAIT_BUCKETS},
+        "count": len(waits),
+        "sum": round(sum(waits), 3),
+    }
+    return Component(base.status, base.reasons, figures)
+
+
+def stuck_health(stuck_condition: Callable[[datetime], Any]) -> Callable[..., Awaitable[Component]]:
+    """Stuck workflows: `stuck_condition(now)` is the workflow's own rule (past its state's
+    threshold, or escalated). Any stuck request makes the part degraded."""
+
+    async def check(session: AsyncSession, *, now: datetime) -> Component:
+        rows = await session.execute(
+            select(ServiceRequest.state, func.count())
+            .where(stuck_condition(now)).group_by(ServiceRequest.state)
+        )
+        by_state = {state: count for state, count in rows}
+        total = sum(by_state.values())
+        reasons = ("requests are stuck and wait for an admin",) if total else ()
+        return Component("degraded" if total else "ok", reasons,
+                         {"stuck": total, "by_state": by_state})
+
+    return check
+
+
+async def errors_health(session: AsyncSession, *, now: datetime) -> Component:
+    """Error occurrences of the last hour by category and severity; a critical one in that
+    hour makes the part degraded."""
+    rows = await session.execute(
+        select(ErrorGroup.category, ErrorGroup.severity, func.count())
+        .select_from(ErrorOccurrence)
+        .join(ErrorGroup, ErrorGroup.id == ErrorOccurrence.group_id)
+        .where(ErrorOccurrence.at >= now - timedelta(hours=1))
+        .group_by(ErrorGroup.category, ErrorGroup.severity)
+    )
+    by_severity: dict[str, int] = {}
+    by_category: dict[str, dict[str, int]] = {}
+    for category, severity, count in rows:
+        by_severity[severity] = by_severity.get(severity, 0) + count
+        by_category.setdefault(category, {})[severity] = count
+    reasons = ("critical errors in the last hour",) if by_severity.get("critical") else ()
+    return Component("degraded" if reasons else "ok", reasons,
+                     {"last_hour_by_severity": by_severity, "last_hour_by_category": by_category})
+
+
+def jobs_health(job_names: Callable[[], Iterable[str]]) -> Callable[..., Awaitable[Component]]:
+    """Each scheduled job's latest run (one indexed look-up per job): degraded when a job's
+    latest finished run failed."""
+
+    async def check(session: AsyncSession, *, now: datetime) -> Component:
+        jobs: dict[str, Any] = {}
+        failing = []
+        for name in sorted(job_names()):
+            run = await session.scalar(
+                select(JobRun).where(JobRun.job == name)
+                .order_by(JobRun.started_at.desc(), JobRun.id.desc()).limit(1)
+            )
+            if run is None:
+                jobs[name] = {"outcome": None}
+                continue
+            jobs[name] = {
+                "outcome": run.outcome, "started_at": run.started_at.isoformat(),
+                "consecutive_failures": run.consecutive_failures,
+            }
+            if run.outcome == "failed":
+                failing.append(name)
+        reasons = tuple(f"job {name} failed its last run" for name in failing)
+        return Component("degraded" if reasons else "ok", reasons, {"jobs": jobs})
+
+    return check
+
+
+async def inventory_health(session: AsyncSession, *, now: datetime) -> Component:
+    """Inventory discrepancies, as the latest stored snapshot found them (finding them reads
+    the whole ledger: the snapshot job does it every few minutes, not every /health)."""
+    latest = await latest_snapshot(session)
+    part = (latest.components or {}).get("inventory") if latest is not None else None
+    if not part:
+        return Component("ok", (), {"discrepancies": None, "as_of": None})
+    figures = {k: v for k, v in part.items() if k != "status"}
+    figures["as_of"] = latest.at.isoformat() if latest is not None else None
+    reasons = ("inventory and its ledger disagree",) if figures.get("discrepancies") else ()
+    return Component("degraded" if reasons else "ok", reasons, figures)
+
+
+async def inventory_discrepancies(session: AsyncSession) -> Component:
+    """The heavy part, for the snapshot job: every open discrepancy, counted by kind."""
+    from services import inventory_reconciliation
+
+    found = await inventory_reconciliation.find(session)
+    by_kind: dict[str, int] = {}
+    for d in found:
+        by_kind[d.kind.value] = by_kind.get(d.kind.value, 0) + 1
+    safe = sum(1 for d in found if d.safe)
+    reasons = ("inventory and its ledger disagree",) if found else ()
+    return Component("degraded" if found else "ok", reasons,
+                     {"discrepancies": len(found), "safe": safe, "by_kind": by_kind})
+
+
+def health_checks(
+    clock: Clock,
+    *,
+    stuck_condition: Callable[[datetime], Any] | None = None,
+    job_names: Callable[[], Iterable[str]] | None = None,
+    channels: Callable[[], Iterable[str]] | None = None,
+) -> dict[str, Check]:
+    """Every cheap part of /health, each reading `clock.now()` when the snapshot is taken."""
+
+    def at_now(check: Callable[..., Awaitable[Component]]) -> Check:
+        return lambda session: check(session, now=clock.now())
+
+    checks: dict[str, Check] = {
+        "channels": lambda session: channels_health(
+            session, now=clock.now(), enabled=list(channels()) if channels else ()
+        ),
+        "outbox": at_now(delivery_health),
+        "errors": at_now(errors_health),
+        "inventory": at_now(inventory_health),
+    }
+    if stuck_condition is not None:
+        checks["workflows"] = at_now(stuck_health(stuck_condition))
+    if job_names is not None:
+        checks["jobs"] = at_now(jobs_health(job_names))
+    return checks
+
+
+# --- stored snapshots --------------------------------------------------------------------------
+
+
+async def latest_snapshot(session: AsyncSession) -> SystemHealthSnapshot | None:
+    return await session.scalar(
+        select(SystemHealthSnapshot).order_by(SystemHealthSnapshot.at.desc()).limit(1)
+    )
+
+
+async def take_snapshot(db: Database, checks: Mapping[str, Check], clock: Clock) -> Snapshot:
+    """The five-minute job: every part computed now (the heavy one too), stored as a row of
+    system_health_snapshots, and returned."""
+    monitor = HealthMonitor(db, {**checks, "inventory": inventory_discrepancies},
+                            clock=clock, max_age=0)
+    snapshot = await monitor.snapshot()
+
+    async def store(session: AsyncSession) -> None:
+        full = snapshot.full()
+        session.add(SystemHealthSnapshot(
+            status=snapshot.status, reasons=list(snapshot.reasons),
+            components=full.get("components", {}), at=snapshot.checked_at,
+        ))
+
+    await db.run(store)
+    return snapshot
+
+
+async def snapshots(session: AsyncSession, *, limit: int = 12) -> list[SystemHealthSnapshot]:
+    """The latest stored snapshots, newest first (the System health screen's history)."""
+    return list(await session.scalars(
+        select(SystemHealthSnapshot).order_by(SystemHealthSnapshot.at.desc()).limit(limit)
+    ))
+
+
+async def delete_snapshots_before(session: AsyncSession, cutoff: datetime, *, limit: int) -> int:
+    """Delete up to `limit` snapshots older than `cutoff`, through the index on `at`."""
+    t = SystemHealthSnapshot.__table__.c
+    ids = select(t.id).where(t.at < cutoff).order_by(t.at).limit(limit).scalar_subquery()
+    result = await session.execute(delete(SystemHealthSnapshot).where(t.id.in_(ids)))
+    return result.rowcount or 0
+
+
+class SystemHealth:
+    """What the System health screen calls (aiogram DI: `system_health`): the cached snapshot
+    of every cheap part (read at most every `max_age` seconds) and the stored history. What the
+    process knows only once its delivery engine is built (the channels that are on, the jobs
+    it schedules) is set on it then."""
+
+    def __init__(
+        self, db: Database, clock: Clock, *, stuck_condition: Callable[[datetime], Any] | None,
+        max_age: float,
+    ) -> None:
+        self.db = db
+        self.enabled_channels: tuple[str, ...] = ()
+        self.job_names: Callable[[], Iterable[str]] = tuple
+        self.checks = health_checks(
+            clock, stuck_condition=stuck_condition,
+            job_names=lambda: self.job_names(), channels=lambda: self.enabled_channels,
+        )
+        self.monitor = HealthMonitor(db, self.checks, clock=clock, max_age=max_age)
+
+    async def snapshot(self) -> Snapshot:
+        return await self.monitor.snapshot()
+
+    async def history(self, *, limit: int = 12) -> list[tuple[datetime, str, list[str]]]:
+        """The latest stored snapshots, newest first: when, status, reasons."""
+        rows = await self.db.read(lambda s: snapshots(s, limit=limit))
+        return [(r.at, r.status, list(r.reasons or [])) for r in rows]

@@ -10,6 +10,7 @@ they are written and extracted by `./dev i18n` like every other string.
 from __future__ import annotations
 
 import gettext
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
@@ -43,3 +44,15 @@ def render(language: str | None, message: str, /, **params: Any) -> str:
     code = language if language in available_languages() else DEFAULT_LANGUAGE
     translated = _catalogue(code).gettext(message)
     return translated.format(**params) if params else translated
+
+
+@dataclass(frozen=True, slots=True)
+class Localized:
+    """A text to be rendered later in its reader's language (an alert to each admin in theirs):
+    an `N_`-marked msgid and its parameters, turned into words by `render`."""
+
+    message: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def render(self, language: str | None) -> str:
+        return render(language, self.message, **self.params)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,11 +41,12 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.engine import Database
+from database.engine import Database, is_connection_failure
 from database.models import DeliveryAttempt, JobRun
 from services import leases
 from services.alerts import Alerts, Severity
 from services.clock import Clock
+from services.masking import mask_text
 from services.notifications import outbox, receipts
 
 log = logging.getLogger(__name__)
@@ -83,24 +83,12 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"[-64:]
 
 
-_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
-_TOKEN = re.compile(r"\b\d{5,}:[\w-]{20,}")  # Telegram bot tokens
-_PHONE = re.compile(r"\+\d{8,15}")
-_LONG_SECRET = re.compile(r"\b[\w-]{32,}\b")  # API keys, access tokens
-
-
 def short_error(exc: BaseException) -> str:
-    """The first line of an exception's message, without URLs, tokens or phone numbers.
-
-    URLs go whole (a Bot API URL carries the token; a database URL, a password). The full
-    traceback goes to the log, whose formatter masks the secrets it knows.
-    """
+    """The first line of an exception's message, masked (services.masking: secrets, URL
+    passwords, phone numbers, e-mail addresses) and short. The full traceback goes to the log,
+    masked by the same rules."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    for pattern, replacement in (
-        (_URL, "<url>"), (_TOKEN, "<token>"), (_PHONE, "<phone>"), (_LONG_SECRET, "<secret>"),
-    ):
-        message = pattern.sub(replacement, message)
-    return message[:_ERROR_TEXT_MAX]
+    return mask_text(message, limit=4 * _ERROR_TEXT_MAX)[:_ERROR_TEXT_MAX]
 
 
 class Scheduler:
@@ -243,16 +231,23 @@ class Scheduler:
             # shutdown() cancelled this run past its bound and the run recorded that; returning
             # spares APScheduler logging the cancellation as a job error.
             return
-        except Exception:
+        except Exception as exc:
             # run_job records the job's own failures; this is the wrapper failing (the database
             # unreachable, say). The lease expires and the next run marks the row abandoned.
+            if is_connection_failure(exc):  # an outage: one line, no traceback per job
+                log.warning("job %s skipped: the database is unreachable (%s)", name,
+                            type(exc).__name__)
+                return
             log.exception("job %s: could not start or record its run", name)
 
     # --- one run ---------------------------------------------------------------------------------
 
-    async def run_job(self, name: str) -> JobRun | None:
+    async def run_job(self, name: str, *, force: bool = False) -> JobRun | None:
         """Run job `name` now if it is this process's turn; return its finished record, or None
         when skipped (another process holds the lease, it ran recently, or shutdown began).
+
+        `force` (an admin's Run now: `run_now`) runs it even if it ran within its interval;
+        never while a run holds its lease, in this process or another.
 
         The job's exceptions are recorded, not raised; database errors of the wrapper itself
         propagate (after the unit-of-work retries).
@@ -264,14 +259,22 @@ class Scheduler:
         assert task is not None
         self._running[name] = task
         try:
-            started = await self.db.run(lambda session: self._begin(session, spec))
+            started = await self.db.run(lambda session: self._begin(session, spec, force=force))
             if started is None:
                 return None
             return await self._execute(spec, started)
         finally:
             del self._running[name]
 
-    async def _begin(self, session: AsyncSession, spec: JobSpec) -> JobRun | None:
+    async def run_now(self, name: str) -> JobRun | None:
+        """Run job `name` at once, even within its interval (the Background jobs screen's Run
+        now); None when a run of it is under way here or in another process. KeyError for a
+        job that is not registered."""
+        return await self.run_job(name, force=True)
+
+    async def _begin(
+        self, session: AsyncSession, spec: JobSpec, *, force: bool = False
+    ) -> JobRun | None:
         """Take the lease, heal abandoned runs, check the gap, and write the `running` row."""
         now = self.clock.now()
         lease_name = f"job:{spec.name}"
@@ -290,7 +293,7 @@ class Scheduler:
                 or_(JobRun.error_code.is_(None), JobRun.error_code.not_in(_UNFINISHED)),
             )
         )
-        if last_started is not None and now - last_started < period * MIN_GAP_RATIO:
+        if not force and last_started is not None and now - last_started < period * MIN_GAP_RATIO:
             log.debug("job %s: skipped, last started at %s", spec.name, last_started.isoformat())
             await leases.release(session, name=lease_name, owner=self.owner)
             return None

@@ -7,17 +7,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, delete, func, literal_column, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.engine import Database, DriverQuery
-from database.models import Role, User
+from database.models import Role, RoleGrant, RoleGrantSource, User
 from services import audit
 from services.clock import Clock
 
 SUPPORTED_LANGUAGES = ("en", "fr")
 MAX_NAME_LENGTH = 128  # users.display_name
+MAX_USERNAME_LENGTH = 32  # users.username
 
 
 class UnsupportedLanguage(ValueError):
@@ -71,24 +72,45 @@ async def ensure_telegram_user(
     default_language: str,
     admin: bool,
     now: datetime,
+    username: str | None = None,
 ) -> UserView:
     """Load the user with this Telegram id, creating them on first contact.
 
-    On a returning user it syncs the name and the admin right; `_needs_update` says whether
-    it would, so `Users.ensure` can skip this unit of work: change both together."""
+    `admin`: the id is in ADMIN_IDS. On a returning user it syncs the name, the @username
+    (None: not known, left as it is; "": they have none) and the admin right; `_needs_update`
+    says whether it would, so `Users.ensure` can skip this unit of work: change both together.
+
+    ADMIN_IDS gives the admin right with a "settings" grant (role_grants) and takes back only
+    that one: an admin granted in the menu (a "menu" grant) stays one until revoked there."""
     user = await session.scalar(select(User).where(User.telegram_id == telegram_id))
     if user is not None:
         changed = False
         if (name := _new_name(user.display_name, display_name)) is not None:
             user.display_name = name
             changed = True
-        if admin != (Role.ADMIN in user.role_set):
-            # ADMIN_IDS is the source of truth, both ways: removing an id takes the rights away.
+        if (handle := _new_username(user.username, username)) is not None:
+            user.username = handle or None
+            changed = True
+        sources = await _admin_sources(session, user.id)
+        if admin and RoleGrantSource.SETTINGS not in sources:
+            try:
+                async with session.begin_nested():
+                    session.add(RoleGrant(user_id=user.id, role=Role.ADMIN.value,
+                                          source=RoleGrantSource.SETTINGS.value, granted_at=now))
+            except IntegrityError:
+                pass  # a concurrent update of the same admin recorded it first
+        elif not admin and RoleGrantSource.SETTINGS in sources:
+            await session.execute(delete(RoleGrant).where(
+                RoleGrant.user_id == user.id, RoleGrant.role == Role.ADMIN.value,
+                RoleGrant.source == RoleGrantSource.SETTINGS.value))
+        effective = admin or RoleGrantSource.MENU in sources
+        if effective != (Role.ADMIN in user.role_set):
+            # ADMIN_IDS gives and takes back its own right; a menu grant keeps the role.
             before = user.roles
             roles = {r for r in user.roles.split(",") if r} - {Role.ADMIN.value}
-            user.roles = ",".join(sorted(roles | ({Role.ADMIN.value} if admin else set())))
+            user.roles = ",".join(sorted(roles | ({Role.ADMIN.value} if effective else set())))
             audit.record(
-                session, operation="user.admin_granted" if admin else "user.admin_revoked",
+                session, operation="user.admin_granted" if effective else "user.admin_revoked",
                 entity_type="user", entity_id=user.id, before={"roles": before},
                 after={"roles": user.roles}, at=now,
             )
@@ -104,6 +126,7 @@ async def ensure_telegram_user(
         language=guess_language(client_language, default_language),
         language_chosen=False,
         roles=",".join(roles),
+        username=(username or None) and username[:MAX_USERNAME_LENGTH],
         created_at=now,
         updated_at=now,
     )
@@ -111,6 +134,10 @@ async def ensure_telegram_user(
         async with session.begin_nested():
             session.add(user)
             await session.flush()
+            if admin:
+                session.add(RoleGrant(user_id=user.id, role=Role.ADMIN.value,
+                                      source=RoleGrantSource.SETTINGS.value, granted_at=now))
+                await session.flush()
     except IntegrityError:
         # Two updates from a brand-new user raced; the other one created the row.
         user = (await session.scalars(select(User).where(User.telegram_id == telegram_id))).one()
@@ -151,21 +178,53 @@ async def set_language(
     return UserView.of(user)
 
 
+async def _admin_sources(session: AsyncSession, user_id: int) -> set[RoleGrantSource]:
+    return {
+        RoleGrantSource(s) for s in await session.scalars(
+            select(RoleGrant.source).where(RoleGrant.user_id == user_id,
+                                           RoleGrant.role == Role.ADMIN.value))
+    }
+
+
+def _admin_grants(source: RoleGrantSource) -> object:
+    """How many admin grants of this source the user has (0 or 1), for the one-row read."""
+    return (
+        select(func.count()).select_from(RoleGrant)
+        # Literal values: the statement goes to the driver with only the telegram id bound.
+        .where(RoleGrant.user_id == User.id,
+               RoleGrant.role == literal_column(f"'{Role.ADMIN.value}'"),
+               RoleGrant.source == literal_column(f"'{source.value}'"))
+        .scalar_subquery()
+    )
+
+
 # The read every update makes: plain columns, straight to the driver (DriverQuery).
 _USER_BY_TELEGRAM_ID = DriverQuery(
     select(
         User.id, User.telegram_id, User.display_name, User.language, User.language_chosen,
-        User.roles,
+        User.roles, User.username, _admin_grants(RoleGrantSource.SETTINGS),
+        _admin_grants(RoleGrantSource.MENU),
     ).where(User.telegram_id == bindparam("telegram_id"))
 )
 
 
-async def _view_by_telegram_id(db: Database, telegram_id: int) -> UserView | None:
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """A returning user as the one-row read sees them: the view, and what ensure syncs."""
+
+    view: UserView
+    username: str | None
+    settings_grant: bool
+    menu_grant: bool
+
+
+async def _view_by_telegram_id(db: Database, telegram_id: int) -> _Known | None:
     row = await db.fetch_one(_USER_BY_TELEGRAM_ID, telegram_id=telegram_id)
     if row is None:
         return None
-    user_id, telegram_id, name, language, chosen, roles = row
-    return UserView(user_id, telegram_id, name, language, bool(chosen), _roles(roles))
+    user_id, telegram_id, name, language, chosen, roles, username, settings, menu = row
+    view = UserView(user_id, telegram_id, name, language, bool(chosen), _roles(roles))
+    return _Known(view, username, bool(settings), bool(menu))
 
 
 @functools.lru_cache(maxsize=64)
@@ -181,10 +240,25 @@ def _new_name(stored: str, display_name: str) -> str | None:
     return name if name and name != stored else None
 
 
-def _needs_update(user: UserView, display_name: str, admin: bool) -> bool:
+def _new_username(stored: str | None, username: str | None) -> str | None:
+    """The @username to store ("" for none) when Telegram's differs; None: leave it."""
+    if username is None:
+        return None
+    handle = username.lstrip("@")[:MAX_USERNAME_LENGTH]
+    return handle if handle != (stored or "") else None
+
+
+def _needs_update(known: _Known, display_name: str, admin: bool, username: str | None) -> bool:
     """Whether ensure_telegram_user would change this returning user: what it syncs from each
-    update is the name and the admin right (ADMIN_IDS); keep the two lists together."""
-    return _new_name(user.display_name, display_name) is not None or admin != user.is_admin
+    update is the name, the @username and the admin right (ADMIN_IDS, and the grants it
+    gave); keep the two lists together."""
+    user = known.view
+    return (
+        _new_name(user.display_name, display_name) is not None
+        or _new_username(known.username, username) is not None
+        or admin != known.settings_grant
+        or (admin or known.menu_grant) != user.is_admin
+    )
 
 
 class Users:
@@ -200,7 +274,8 @@ class Users:
         self.admin_ids = frozenset(admin_ids)
 
     async def ensure(
-        self, *, telegram_id: int, display_name: str, client_language: str | None
+        self, *, telegram_id: int, display_name: str, client_language: str | None,
+        username: str | None = None,
     ) -> UserView:
         """The user behind an update, created on first contact (ensure_telegram_user).
 
@@ -210,8 +285,8 @@ class Users:
         """
         admin = telegram_id in self.admin_ids
         known = await _view_by_telegram_id(self.db, telegram_id)
-        if known is not None and not _needs_update(known, display_name, admin):
-            return known
+        if known is not None and not _needs_update(known, display_name, admin, username):
+            return known.view
 
         async def load(session: AsyncSession) -> UserView:
             return await ensure_telegram_user(
@@ -222,6 +297,7 @@ class Users:
                 default_language=self.default_language,
                 admin=admin,
                 now=self.clock.now(),
+                username=username,
             )
 
         return await self.db.run(load)

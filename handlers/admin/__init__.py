@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers.admin import notifications
+from handlers.admin import errors, notifications, recovery
 from middlewares.admin import AdminGuard
 
 
@@ -19,4 +19,6 @@ def setup() -> Router:
         if name != "error":
             observer.middleware(guard)
     router.include_router(notifications.setup())
+    router.include_router(errors.setup())
+    router.include_router(recovery.setup())
     return router

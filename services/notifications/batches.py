@@ -77,6 +77,7 @@ class Job(NamedTuple):
 _JOB_COLUMNS = (
     "id", "kind", "payload", "idempotency_key", "channel_chain", "channel_index",
     "channel_attempts", "parts_sent", "attempts", "allow_fallback", "budget_from", "recipient_id",
+    "destination",
 )
 # The one that is not a column: where the age budget counts from, the last restart or else
 # the creation (transitions.restart).
@@ -88,10 +89,22 @@ _PERSON_COLUMNS = (
 
 
 class _People:
-    """One Recipient per person per batch, however many of the batch's rows are theirs."""
+    """One Recipient per person (or destination) per batch, however many of the batch's rows
+    are theirs."""
 
     def __init__(self) -> None:
         self._seen: dict[int, tuple[Recipient, frozenset[str]]] = {}
+        self._destinations: dict[str, tuple[Recipient, frozenset[str]]] = {}
+
+    def destination(self, destination: str) -> tuple[Recipient, frozenset[str]]:
+        """A notification addressed to a destination, not a user (notifications.destinations):
+        no contact data, no opt-outs."""
+        known = self._destinations.get(destination)
+        if known is None:
+            known = self._destinations[destination] = (
+                Recipient(None, destination=destination), frozenset()
+            )
+        return known
 
     def get(self, user_id: int, person: Sequence[Any]) -> tuple[Recipient, frozenset[str]]:
         known = self._seen.get(user_id)
@@ -272,16 +285,18 @@ class SQLiteBatches:
                 return Claimed([], None)
             rows.sort(key=lambda r: (r.priority, r.next_attempt_at, r.id))
             u = User.__table__.c
+            users = {r.recipient_id for r in rows if r.recipient_id is not None}
             people = {
                 p[0]: p[1:]
                 for p in await connection.execute(
-                    select(u.id, *(u[name] for name in _PERSON_COLUMNS))
-                    .where(u.id.in_({r.recipient_id for r in rows}))
+                    select(u.id, *(u[name] for name in _PERSON_COLUMNS)).where(u.id.in_(users))
                 )
-            }
+            } if users else {}
             seen = _People()
             jobs = [
-                _job(row, seen.get(row.recipient_id, people[row.recipient_id])) for row in rows
+                _job(row, seen.destination(row.destination) if row.recipient_id is None
+                     else seen.get(row.recipient_id, people[row.recipient_id]))
+                for row in rows
             ]
             return Claimed(jobs, await _channel_states(connection) if read_states else None)
 
@@ -358,7 +373,7 @@ WITH claimed AS (
 )
 SELECT {", ".join(f"c.{name}" for name in _JOB_COLUMNS)},
        {", ".join(f"u.{name}" for name in _PERSON_COLUMNS)}
-  FROM claimed AS c JOIN users AS u ON u.id = c.recipient_id
+  FROM claimed AS c LEFT JOIN users AS u ON u.id = c.recipient_id
  ORDER BY c.priority, c.next_attempt_at, c.id
 """
 
@@ -433,7 +448,11 @@ class PostgresBatches:
                 )
                 rows = await pg.fetch(PG_CLAIM, now, owner, lease_until, limit)
             seen = _People()
-            return Claimed([_job(row, seen.get(row[11], row[12:])) for row in rows], states)
+            return Claimed([
+                _job(row, seen.destination(row[12]) if row[11] is None
+                     else seen.get(row[11], row[13:]))
+                for row in rows
+            ], states)
 
         return await db.run_statement(work)
 

@@ -2,14 +2,13 @@
 
 The decision is made on the provider's own error code, never on the HTTP status alone: the same
 code arrives with different statuses (Meta's mirrors list 131056 as 429 and as 400), and the
-status only decides when the provider gave no code at all. Every Failure.text is cleaned of
-secrets (bot tokens, bearer tokens) and full phone numbers before it leaves this module, because
-it is stored in the database and shown to admins.
+status only decides when the provider gave no code at all. Every Failure.text is masked
+(services.masking: secrets, phone numbers, e-mail addresses) before it leaves this module,
+because it is stored in the database and shown to admins.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import aiohttp
 import aiosmtplib
 
+from services.masking import mask_text
 from services.notifications.failures import Failure, FailureClass
 
 T = FailureClass.TRANSIENT
@@ -70,10 +70,15 @@ WHATSAPP_CODES: dict[int, tuple[FailureClass, str | None, float | None]] = {
     10: (B, None, None),  # permission denied
     190: (B, None, None),  # access token expired or invalid
     368: (B, None, None),  # temporarily blocked for policy violations
-    131031: (B, None, None),  # account locked
     131042: (B, None, None),  # business payment issue
-    133010: (B, None, None),  # phone number not registered on the Cloud API
+    # sender-level: broken for one sender number only (scope "sender"): that number is taken
+    # down and the send moves to the next healthy one (services/sender_health.py); the
+    # channel's circuit opens only when no number is left
+    131031: (B, "sender", None),  # account (this number) locked
+    133010: (B, "sender", None),  # phone number not registered on the Cloud API
 }
+# (#100) with subcode 33: the phone-number id does not exist or is not ours: that sender only.
+WHATSAPP_UNKNOWN_SENDER_SUBCODE = 33
 WHATSAPP_BROKEN_RANGE = range(200, 300)  # 200-299: permission not granted or removed
 WHATSAPP_OPT_OUT_CODES = frozenset({131050})
 
@@ -142,25 +147,19 @@ _NETWORK_ERRORS = (TimeoutError, aiohttp.ClientError, OSError)
 
 # ----------------------------------------------------------------------------------- cleaning
 
-# An E.164 number ("+" and 8 to 15 digits) or a bare run of 8 to 15 digits (WhatsApp's "to").
-_PHONE = re.compile(r"(?<![\w+])(\+?)(\d{2})(\d{4,11})(\d{2})(?![\w])")
-_BOT_TOKEN = re.compile(r"\d{5,}:[A-Za-z0-9_-]{20,}")
-_BEARER = re.compile(r"(?i)(bearer\s+)\S+")
 _TEXT_LIMIT = 300
 
 
 def mask_phone_numbers(text: str) -> str:
-    """+33612345678 -> +33*******78 (and 33612345678 -> 33*******78)."""
-    return _PHONE.sub(
-        lambda m: f"{m.group(1)}{m.group(2)}{'*' * len(m.group(3))}{m.group(4)}", text
-    )
+    """Text with its phone numbers (and every other masked value) masked: services.masking's
+    rules, the one display format (+•••••••••78)."""
+    return mask_text(text)
 
 
 def clean_text(text: str) -> str:
-    """Text safe to store and show: no bot or bearer tokens, no full phone numbers, short."""
-    text = _BOT_TOKEN.sub("[REDACTED]", text)
-    text = _BEARER.sub(r"\1[REDACTED]", text)
-    text = mask_phone_numbers(" ".join(text.split()))
+    """Text safe to store and show: secrets, phone numbers and e-mail addresses masked
+    (services.masking), on one line, short."""
+    text = mask_text(" ".join(text.split()), limit=4 * _TEXT_LIMIT)
     if len(text) > _TEXT_LIMIT:
         text = text[: _TEXT_LIMIT - 1] + "…"
     return text
@@ -332,6 +331,8 @@ def classify_whatsapp(
         message = str(error.get("message") or error.get("title") or "")
         text = f"{message}: {detail}" if detail and detail not in message else message
         entry = WHATSAPP_CODES.get(code)
+        if code == 100 and _as_int(error.get("error_subcode")) == WHATSAPP_UNKNOWN_SENDER_SUBCODE:
+            entry = (B, "sender", None)
         if entry is None and code in WHATSAPP_BROKEN_RANGE:
             entry = (B, None, None)
         if entry is None:
@@ -451,3 +452,37 @@ def classify_smtp(exc: BaseException) -> Failure:
     if isinstance(exc, aiosmtplib.SMTPServerDisconnected | TimeoutError | OSError):
         return _network_failure(provider, exc)
     return _failure(FailureClass.UNKNOWN, provider, "error", type(exc).__name__)
+
+
+# ------------------------------------------------------------------------ alert webhook (Slack)
+# Source: Slack's incoming webhooks, https://api.slack.com/messaging/webhooks#handling_errors
+# (400 invalid_payload, 403 action_prohibited, 404 channel_not_found / no_service, 410
+# channel_is_archived, 429 rate limited with Retry-After, 500 rollup_error). Never BROKEN: a
+# broken channel raises an alert, and the webhook's failures must not alert about themselves;
+# a permanent failure dead-letters the copy, which is logged loudly (dead_letters).
+
+
+def classify_webhook(
+    http_status: int | None,
+    body: str = "",
+    exc: BaseException | None = None,
+    *,
+    retry_after: str | None = None,
+) -> Failure:
+    """An incoming webhook's answer (status, body text, Retry-After header) or error -> Failure."""
+    provider = "webhook"
+    if exc is not None:
+        if isinstance(exc, _NETWORK_ERRORS):
+            return _network_failure(provider, exc)
+        return _failure(FailureClass.UNKNOWN, provider, "error", type(exc).__name__)
+    code = str(http_status)
+    text = f"HTTP {http_status}: {body}" if body else f"HTTP {http_status}"
+    if http_status is None:
+        return _failure(FailureClass.UNKNOWN, provider, "no_answer", "no answer")
+    if http_status == 429:
+        wait = _as_int(retry_after)
+        return _failure(R, provider, code, text, retry_after=float(wait) if wait else 1.0,
+                        scope="channel")
+    if http_status >= 500 or http_status == 408:
+        return _failure(T, provider, code, text)
+    return _failure(P, provider, code, text)

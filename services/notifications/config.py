@@ -21,6 +21,8 @@ class DispatcherConfig:
     send_tries: int = 3
     send_retry_wait: float = 1.0
     circuit_probe_seconds: float = 60.0
+    # The probe delay doubles with each trip up to this (PROBE_MAX_SECONDS).
+    circuit_probe_max_seconds: float = 300.0
     # When a rate limit comes without a retry_after, and a paused channel's re-check interval.
     default_wait_seconds: float = 30.0
     # How long a read of the channels' states (paused, circuits) serves before the next claim

@@ -36,6 +36,7 @@ from tenacity import (
 
 from database.models import NotificationStatus
 from services.clock import Clock
+from services.masking import mask_text
 from services.notifications import transitions
 from services.notifications.batches import AttemptRow, ChannelStatus, Job
 from services.notifications.channels.base import Channel, Outgoing, SendResult
@@ -80,9 +81,13 @@ class Outcome:
         self.dead_reason = step.reason
 
 
-def circuit_open_until(trips: int, now: datetime, probe_seconds: float) -> datetime:
-    """When a channel broken `trips` times in a row is probed again: the delay doubles."""
-    return now + timedelta(seconds=probe_seconds * 2 ** (trips - 1))
+def circuit_open_until(
+    trips: int, now: datetime, probe_seconds: float, cap: float = 300.0
+) -> datetime:
+    """When a channel broken `trips` times in a row is probed again: the delay doubles, up to
+    `cap` seconds (never below `probe_seconds`)."""
+    delay = probe_seconds * 2 ** min(max(trips - 1, 0), 32)
+    return now + timedelta(seconds=min(delay, max(cap, probe_seconds)))
 
 
 def fit(value: str | None, size: int) -> str | None:
@@ -114,9 +119,9 @@ class DeliveryPolicy:
         `states` is shared by the batches in flight: a circuit one opens, the others see at
         once. Once `stopping` is set, what was not started goes back as it was.
         """
-        by_recipient: dict[int, list[Job]] = {}
+        by_recipient: dict[int | str | None, list[Job]] = {}
         for job in jobs:
-            by_recipient.setdefault(job.recipient.user_id, []).append(job)
+            by_recipient.setdefault(job.recipient.key, []).append(job)
 
         async def in_order(group: list[Job]) -> list[Outcome]:
             outcomes = []
@@ -147,7 +152,7 @@ class DeliveryPolicy:
         outcome.channel_attempts += 1
         outcome.tries = 1
         outcome.failure = Failure(FailureClass.UNKNOWN, "dispatcher", type(exc).__name__,
-                                  str(exc)[:200])
+                                  mask_text(str(exc), limit=800)[:200])
         current = job.channel_index
         if outcome.channel_attempts >= self.config.unknown_max_attempts:
             step = transitions.dead(current, f"internal error: {type(exc).__name__}")
@@ -270,7 +275,8 @@ class DeliveryPolicy:
     def _open_circuit(self, state: ChannelStatus | None, now: datetime) -> ChannelStatus:
         """The circuit as this batch sees it from now on (recording saves the database's)."""
         trips = (state.circuit_trips if state else 0) + 1
-        until = circuit_open_until(trips, now, self.config.circuit_probe_seconds)
+        until = circuit_open_until(trips, now, self.config.circuit_probe_seconds,
+                                   self.config.circuit_probe_max_seconds)
         return ChannelStatus(paused=state.paused if state else False,
                              circuit_open_until=until, circuit_trips=trips)
 
@@ -278,6 +284,8 @@ class DeliveryPolicy:
         payload = job.payload
         subject = payload.get("subject")
         extra = {"buttons": payload["buttons"]} if payload.get("buttons") else {}
+        if payload.get("fields"):
+            extra["fields"] = payload["fields"]
         if "text" in payload:
             return [
                 Outgoing(job.id, job.kind, job.idempotency_key, text=part, subject=subject,
@@ -344,7 +352,7 @@ class DeliveryPolicy:
         except Exception as exc:  # a bug in a channel must not lose the row
             log.exception("channel %s raised an unexpected error", channel.name)
             failure = Failure(FailureClass.UNKNOWN, channel.name, type(exc).__name__,
-                              str(exc)[:200])
+                              mask_text(str(exc), limit=800)[:200])
         else:
             outcome.tries += 1
             outcome.attempt_rows.append(

@@ -6,14 +6,17 @@ and the close is in the audit trail. The admin menus list open tasks, oldest fir
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.engine import Database
 from database.models import ManualTask
 from services import audit
+from services.clock import Clock
+from services.masking import mask_text
 
 MAX_NOTE = 2000
 
@@ -76,3 +79,57 @@ async def close(
         actor_id=actor_id, at=now,
     )
     return TaskView.of(task)
+
+
+# --- the Manual tasks screen (/workflow_recovery) ------------------------------------------------
+
+
+async def get(session: AsyncSession, task_id: int) -> TaskView | None:
+    task = await session.get(ManualTask, task_id, populate_existing=True)
+    return TaskView.of(task) if task is not None else None
+
+
+async def reveal(session: AsyncSession, task_id: int, *, actor_id: int, now: datetime
+                 ) -> TaskView:
+    """The task with its contact details in the clear, for `actor_id`; the look is audited."""
+    task = await session.get(ManualTask, task_id)
+    if task is None:
+        raise TaskNotFound(task_id)
+    audit.record(
+        session, operation="manual_task.reveal", entity_type="manual_task", entity_id=task.id,
+        actor_id=actor_id, at=now,
+    )
+    return TaskView.of(task)
+
+
+class ManualTasks:
+    """What the Manual tasks screen calls (aiogram DI: `manual_tasks`); one unit of work each.
+    Text leaves here masked (phones, e-mail addresses) unless revealed, which is audited."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def list_open(self, *, limit: int, offset: int = 0) -> tuple[list[TaskView], int]:
+        tasks, total = await self.db.read(lambda s: list_open(s, limit=limit, offset=offset))
+        return [_masked(t) for t in tasks], total
+
+    async def get(self, task_id: int) -> TaskView | None:
+        task = await self.db.read(lambda s: get(s, task_id))
+        return _masked(task) if task is not None else None
+
+    async def reveal(self, task_id: int, *, actor_id: int) -> TaskView:
+        """Raises TaskNotFound."""
+        now = self.clock.now()
+        return await self.db.run(lambda s: reveal(s, task_id, actor_id=actor_id, now=now))
+
+    async def close(self, task_id: int, *, note: str, actor_id: int) -> TaskView:
+        """Raises TaskNotFound, InvalidNote."""
+        now = self.clock.now()
+        task = await self.db.run(
+            lambda s: close(s, task_id, note=note, actor_id=actor_id, now=now))
+        return _masked(task)
+
+
+def _masked(task: TaskView) -> TaskView:
+    return replace(task, text=mask_text(task.text, limit=len(task.text) + 100))

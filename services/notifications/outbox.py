@@ -9,7 +9,7 @@ receipts (restart, wake-up) are `transitions`' rules.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +28,7 @@ from database.models import (
 )
 from services import audit
 from services.actions import Action
-from services.notifications import transitions
+from services.notifications import destinations, transitions
 from services.notifications.channels.base import DEFAULT_ORDER, ChannelName
 
 # Set when a channel is paused or resumed: this process's dispatcher reads the channels'
@@ -85,7 +85,8 @@ def channel_chain(
 async def enqueue(
     session: AsyncSession,
     *,
-    recipient_id: int,
+    recipient_id: int | None = None,
+    destination: str | None = None,
     kind: str,
     idempotency_key: str,
     now: datetime,
@@ -94,6 +95,7 @@ async def enqueue(
     media: dict[str, Any] | None = None,
     subject: str | None = None,
     buttons: Sequence[dict[str, Any]] | None = None,
+    fields: Mapping[str, str | None] | None = None,
     priority: int = PRIORITY_NORMAL,
     channels: Sequence[str] | None = None,
     allow_fallback: bool = True,
@@ -102,20 +104,36 @@ async def enqueue(
 ) -> Enqueued:
     """Store a notification in the caller's transaction (see the module docstring).
 
+    Addressed to exactly one of: a user (`recipient_id`: the channels are theirs, in their
+    order, restricted by `channels`, `allow_fallback` and `manual`) or a destination that is not
+    a user (`destination`, "<kind>:<target>": the one channel of its kind,
+    `destinations.channel_for`; `channels` and `manual` do not apply).
+
     `buttons` are actions an admin or user can take from the message where the channel can
     show them (Telegram), each as `Action.as_payload(text)` makes it: never callback data,
-    which is the handlers' business.
+    which is the handlers' business. `fields` are labelled values a channel that can show them
+    shows beside the text (the webhook channel: severity, key, support code, link).
     """
     if sum(x is not None for x in (text, template, media)) != 1:
         raise InvalidNotification("give exactly one of text, template or media")
     if not idempotency_key or len(idempotency_key) > 200:
         raise InvalidNotification("the idempotency key must be 1-200 characters")
-    channel_order = (await session.execute(_CHANNEL_ORDER, {"user_id": recipient_id})).first()
-    if channel_order is None:
-        raise InvalidNotification(f"no user {recipient_id}")
-    chain = channel_chain(
-        channel_order[0], channels=channels, allow_fallback=allow_fallback, manual=manual
-    )
+    if (recipient_id is None) == (destination is None):
+        raise InvalidNotification("give exactly one of recipient_id or destination")
+    if destination is not None:
+        try:
+            chain = [destinations.channel_for(destination).value]
+        except destinations.InvalidDestination as exc:
+            raise InvalidNotification(str(exc)) from None
+    else:
+        channel_order = (
+            await session.execute(_CHANNEL_ORDER, {"user_id": recipient_id})
+        ).first()
+        if channel_order is None:
+            raise InvalidNotification(f"no user {recipient_id}")
+        chain = channel_chain(
+            channel_order[0], channels=channels, allow_fallback=allow_fallback, manual=manual
+        )
     if not chain:
         raise InvalidNotification("no channel allowed for this notification")
     payload: dict[str, Any] = {}
@@ -129,8 +147,11 @@ async def enqueue(
         payload["subject"] = subject
     if buttons:
         payload["buttons"] = [_button(b) for b in buttons]
+    if fields:
+        payload["fields"] = {str(k): str(v) for k, v in fields.items() if v is not None}
     values = dict(
         recipient_id=recipient_id,
+        destination=destination,
         kind=kind,
         payload=payload,
         priority=priority,
@@ -189,7 +210,8 @@ async def cancel(
 
 
 async def retry(
-    session: AsyncSession, notification_id: int, *, now: datetime, actor_id: int | None = None
+    session: AsyncSession, notification_id: int, *, now: datetime, actor_id: int | None = None,
+    reason: str | None = None,
 ) -> bool:
     """Send a dead letter again, from the first channel, with fresh budgets."""
     row = await _get(session, notification_id)
@@ -199,7 +221,7 @@ async def retry(
     audit.record(
         session, operation="notification.retry", entity_type="notification",
         entity_id=row.id, before={"status": "failed"}, after={"status": "pending"},
-        actor_id=actor_id, at=now,
+        actor_id=actor_id, at=now, detail=reason,
     )
     return True
 
@@ -212,6 +234,8 @@ async def retry_all_failed(
     channel: str | None = None,
     actor_id: int | None = None,
     limit: int = 10_000,
+    failure_class: str | None = None,
+    reason: str | None = None,
 ) -> int:
     """Retry every dead letter matching the filter; returns how many."""
     query = select(Notification).where(Notification.status == NotificationStatus.FAILED)
@@ -219,25 +243,30 @@ async def retry_all_failed(
         query = query.where(Notification.kind == kind)
     if channel is not None:
         query = query.where(Notification.channel == channel)
+    if failure_class is not None:
+        query = query.where(Notification.last_error_class == failure_class)
     rows = (await session.scalars(query.limit(limit).with_for_update())).all()
     for row in rows:
         await transitions.apply(session, row, transitions.restart(now), now=now)
     if rows:
         audit.record(
             session, operation="notification.retry_all", entity_type="notification",
-            entity_id="*", after={"count": len(rows), "kind": kind, "channel": channel},
-            actor_id=actor_id, at=now,
+            entity_id="*", after={"count": len(rows), "kind": kind, "channel": channel,
+                                  **({"failure_class": failure_class} if failure_class else {})},
+            actor_id=actor_id, at=now, detail=reason,
         )
     return len(rows)
 
 
 async def archive(
-    session: AsyncSession, notification_id: int, *, now: datetime, actor_id: int | None = None
+    session: AsyncSession, notification_id: int, *, now: datetime, actor_id: int | None = None,
+    reason: str | None = None,
 ) -> bool:
     row = await _get(session, notification_id)
     if row.status not in (NotificationStatus.FAILED, NotificationStatus.CANCELLED):
         return False
-    _transition(session, row, NotificationStatus.ARCHIVED, now=now, actor_id=actor_id)
+    _transition(session, row, NotificationStatus.ARCHIVED, now=now, actor_id=actor_id,
+                detail=reason)
     return True
 
 
@@ -263,6 +292,7 @@ def _transition(
     *,
     now: datetime,
     actor_id: int | None,
+    detail: str | None = None,
 ) -> None:
     before = row.status
     row.status = status.value
@@ -270,7 +300,7 @@ def _transition(
     audit.record(
         session, operation=f"notification.{status.value}", entity_type="notification",
         entity_id=row.id, before={"status": before}, after={"status": status.value},
-        actor_id=actor_id, at=now,
+        actor_id=actor_id, at=now, detail=detail,
     )
 
 

@@ -22,8 +22,8 @@ Promises:
   applies it through the same path (`apply_stored_receipts`, right after the batch's record),
   and the scheduler's sweep (`sweep_early_receipts`) applies any the record missed and drops,
   counted in the log, the ones that never matched within a bound.
-- An inbound WhatsApp message opens the recipient's 24 h window; STOP (ARRET/ARRÊT) opts them out
-  of WhatsApp and START opts them back in. Applying the same message twice changes nothing more.
+- `keyword` tells STOP (ARRET/ARRÊT) and START in an inbound WhatsApp text; the inbound worker
+  (services.whatsapp_inbound) applies them, in the order the customer sent them.
 
 Everything runs in the caller's unit of work; nothing here commits.
 """
@@ -35,7 +35,6 @@ import logging
 import unicodedata
 from collections import Counter
 from collections.abc import Collection
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
@@ -46,7 +45,6 @@ from database.models import (
     EarlyReceipt,
     Notification,
     NotificationStatus,
-    User,
 )
 from services import contacts
 from services.alerts import Alerts
@@ -81,16 +79,6 @@ class ReceiptOutcome(enum.StrEnum):
     # The message is still being sent (only knowable with a `reference`): the receipt is
     # stored, and applied once the dispatcher records the send.
     STORED = "stored"
-
-
-@dataclass(frozen=True, slots=True)
-class InboundResult:
-    """What an inbound WhatsApp message changed."""
-
-    user_id: int | None  # None: no user has that phone number
-    opted_out: bool = False  # a STOP recorded a new opt-out
-    opted_in: bool = False  # a START lifted an opt-out
-    keyword: str | None = None  # "stop" or "start" when the text was one
 
 
 def _no_code_failure(provider: str, status: str) -> Failure:
@@ -394,52 +382,3 @@ def keyword(text: str | None) -> str | None:
     if word in START_WORDS:
         return "start"
     return None
-
-
-async def record_inbound_whatsapp(
-    session: AsyncSession,
-    *,
-    phone: str,
-    wamid: str,
-    text: str | None,
-    at: datetime,
-    now: datetime,
-) -> InboundResult:
-    """Apply one inbound WhatsApp message from `phone` (the webhook's "from": digits, no '+').
-
-    Opens the 24 h window (whatsapp_inbound_at only moves forward), and honours STOP / START.
-    An unknown or unusable number changes nothing. `wamid` is not needed yet (relaying to
-    operators will dedupe on it): every change here is idempotent, so a redelivered webhook is
-    harmless.
-    """
-    try:
-        number = contacts.normalize_phone(phone)
-    except contacts.InvalidPhone:
-        # Not even the wamid is logged: it encodes the sender's number.
-        log.info("inbound WhatsApp message from an unusable number: ignored")
-        return InboundResult(user_id=None)
-    user = await session.scalar(select(User).where(User.phone == number).with_for_update())
-    if user is None:
-        return InboundResult(user_id=None)
-    at = min(at, now)
-    if user.whatsapp_inbound_at is None or user.whatsapp_inbound_at < at:
-        user.whatsapp_inbound_at = at
-        user.updated_at = now
-    word = keyword(text)
-    if word == "stop":
-        changed = await contacts.record_opt_out(
-            session, user_id=user.id, channel=ChannelName.WHATSAPP.value, now=now,
-            reason="WhatsApp STOP",
-        )
-        if changed:
-            log.info("user %s opted out of whatsapp (STOP)", user.id)
-        return InboundResult(user_id=user.id, opted_out=changed, keyword=word)
-    if word == "start":
-        changed = await contacts.opt_in(
-            session, user_id=user.id, channel=ChannelName.WHATSAPP.value, now=now,
-            reason="WhatsApp START",
-        )
-        if changed:
-            log.info("user %s opted in to whatsapp again (START)", user.id)
-        return InboundResult(user_id=user.id, opted_in=changed, keyword=word)
-    return InboundResult(user_id=user.id)

@@ -162,6 +162,7 @@ class Recorder:
             await dead_letters.alert_admins(
                 session, self.alerts, notification_id=job.id, kind=job.kind,
                 recipient_id=job.recipient.user_id, reason=o.dead_reason or "?", now=now,
+                destination=job.recipient.destination,
             )
 
     async def _open_circuit(
@@ -175,7 +176,8 @@ class Recorder:
             return  # another worker opened it already
         state.circuit_trips += 1
         state.circuit_open_until = circuit_open_until(
-            state.circuit_trips, now, self.config.circuit_probe_seconds
+            state.circuit_trips, now, self.config.circuit_probe_seconds,
+            self.config.circuit_probe_max_seconds,
         )
         state.reason = transitions.describe(failure)
         state.updated_at = now

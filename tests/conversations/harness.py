@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from aiogram import Bot, Dispatcher
@@ -30,7 +31,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from bot.app import build_bot, build_dispatcher
 from bot.config import Settings
 from database.engine import Database
+from handlers.buttons import pack_action
+from services.alerts import Alerts
 from services.clock import FakeClock
+from services.notifications.channels.telegram import TelegramChannel
+from services.notifications.dispatcher import Dispatcher as NotificationDispatcher
+from services.notifications.dispatcher import DispatcherConfig
 from tests.e2e.entry import routers_for_tests
 from tests.fakes.telegram import TEST_TOKEN, Call, FakeTelegram
 
@@ -143,6 +149,49 @@ class Conversation:
             language_code=language_code, contact=contact,
         )
         return await self.feed(update, allow_errors=allow_errors)
+
+    def known_user(self, user_id: int, first_name: str, language_code: str = "en") -> None:
+        """Tell the fake who `user_id` is, so a button they press before writing anything
+        carries their name and language (as Telegram's would)."""
+        self.fake._users[user_id] = {"id": user_id, "is_bot": False, "first_name": first_name,
+                                     "language_code": language_code}
+
+    async def send_photo(
+        self,
+        user_id: int,
+        file_id: str,
+        *,
+        caption: str = "",
+        language_code: str = "en",
+        first_name: str = "User",
+    ) -> Replies:
+        """The user sends a photo (by the file id Telegram gave it), with an optional caption."""
+        user = {"id": user_id, "is_bot": False, "first_name": first_name,
+                "language_code": language_code}
+        self.fake._users[user_id] = user
+        content: dict[str, Any] = {
+            "photo": [{"file_id": file_id, "file_unique_id": file_id[-16:], "width": 90,
+                       "height": 90}],
+        }
+        if caption:
+            content["caption"] = caption
+        stored = self.fake._store_message(user_id, user, content)
+        return await self.feed(self.fake._register({"message": stored}))
+
+    async def deliver(self) -> Replies:
+        """Send what the services enqueued (the outbox), as the running bot's dispatcher would,
+        through the Telegram channel to the fake; returns the Bot API calls it made."""
+        seen = len(self.fake.calls)
+        dispatcher = NotificationDispatcher(
+            self.db, {"telegram": TelegramChannel(self.bot, pack_action=pack_action)},
+            self.clock, Alerts(admin_telegram_ids=self.settings.admin_ids,
+                               window=timedelta(hours=1)),
+            DispatcherConfig(send_retry_wait=0, workers=1, batch_size=100),
+            owner="conversation-test",
+        )
+        while await dispatcher.run_once():
+            pass
+        return Replies(self.fake.calls[seen:])
 
     async def press(
         self,

@@ -194,13 +194,20 @@ async def test_inbound_messages_open_the_window_and_stop_start_are_honoured(
     unicode_heavy = "Bonjour 👋🏽 — مرحبا — 你好 — Ünïcödé ✓ \u200d\u202e ﷽ " * 20
     payload = providers.whatsapp.make_message_webhook(ANN_WA, unicode_heavy, name="Zoë 🌸")
     assert (await providers.whatsapp.deliver(url, payload, app_secret=APP_SECRET))[0] == 200
-    opened = (await stored_user(db, user)).whatsapp_inbound_at
-    assert opened is not None
+
+    # Stored before the 200, processed by the inbound worker moments later.
+    async def window_opened() -> bool:
+        return (await stored_user(db, user)).whatsapp_inbound_at is not None
+
+    async def opted_out(expected: str) -> bool:
+        return (await stored_user(db, user)).opt_outs == expected
+
+    await eventually(window_opened)
 
     stop = providers.whatsapp.make_message_webhook(ANN_WA, "ARRÊT")
     for _ in range(2):
         assert (await providers.whatsapp.deliver(url, stop, app_secret=APP_SECRET))[0] == 200
-    assert (await stored_user(db, user)).opt_outs == "whatsapp"
+    await eventually(lambda: opted_out("whatsapp"))
 
     # While opted out, a notification skips WhatsApp.
     nid = await enqueue(db, user, "update:2", "Opted out of WhatsApp", channels=["whatsapp", "sms"])
@@ -209,7 +216,7 @@ async def test_inbound_messages_open_the_window_and_stop_start_are_honoured(
 
     start_again = providers.whatsapp.make_message_webhook(ANN_WA, "start")
     assert (await providers.whatsapp.deliver(url, start_again, app_secret=APP_SECRET))[0] == 200
-    assert (await stored_user(db, user)).opt_outs == ""
+    await eventually(lambda: opted_out(""))
     assert ANN_WA not in bot.text and "مرحبا" not in bot.text
 
 

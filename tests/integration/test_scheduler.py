@@ -407,5 +407,30 @@ def test_error_text_keeps_no_urls_tokens_or_phone_numbers() -> None:
         " for +33612345678 with key 123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw\nsecond line"
     )
     text = short_error(exc)
-    assert text == "POST <url> failed for <phone> with key <token>"
+    assert text == (
+        "POST https://api.telegram.org/bot[REDACTED]/x failed for +•••••••••78 with key [REDACTED]"
+    )
     assert short_error(ValueError()) == ""
+
+
+async def test_a_job_due_while_the_database_is_unreachable_logs_one_line_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An outage is reported once by whoever waits for the database; each job that could not
+    start says so in one line, not with a traceback per job and per interval."""
+    unreachable = Database.from_url("postgresql+asyncpg://postgres@127.0.0.1:1/none")
+    scheduler = _scheduler(unreachable, FakeClock())
+    ran: list[datetime] = []
+
+    async def sweep(now: datetime) -> None:
+        ran.append(now)
+
+    scheduler.add_job("sweep", sweep, every=MINUTE)
+    try:
+        await scheduler._fire("sweep")
+    finally:
+        await unreachable.dispose()
+    assert ran == []
+    lines = [r for r in caplog.records if r.name == "services.scheduler"]
+    assert [(r.levelname, r.exc_info) for r in lines] == [("WARNING", None)]
+    assert "job sweep skipped: the database is unreachable" in lines[0].getMessage()

@@ -13,6 +13,8 @@ class ChannelName(enum.StrEnum):
     SMS = "sms"
     EMAIL = "email"
     MANUAL = "manual"
+    # Not a person's channel: it delivers to destinations (notifications.destinations).
+    WEBHOOK = "webhook"
 
 
 DEFAULT_ORDER = (
@@ -26,9 +28,11 @@ DEFAULT_ORDER = (
 
 @dataclass(frozen=True, slots=True)
 class Recipient:
-    """A snapshot of the person's contact data, taken when the notification is sent."""
+    """A snapshot of the person's contact data, taken when the notification is sent; or, for a
+    notification addressed to a destination that is not a user, that destination ("<kind>:
+    <target>", services.notifications.destinations) with `user_id` None."""
 
-    user_id: int
+    user_id: int | None
     display_name: str = ""
     language: str = "en"
     telegram_id: int | None = None
@@ -36,6 +40,13 @@ class Recipient:
     email: str | None = None
     # When the recipient last wrote on WhatsApp (the 24 h customer-service window), UTC.
     whatsapp_inbound_at: Any = None
+    destination: str | None = None
+
+    @property
+    def key(self) -> int | str | None:
+        """Who this is, for keeping one addressee's messages in order: the destination, or
+        else the user."""
+        return self.destination if self.destination is not None else self.user_id
 
 
 @dataclass(slots=True)

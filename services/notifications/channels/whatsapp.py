@@ -6,7 +6,10 @@ pair rate (about one message per 6 s per recipient: refused at once as RATE_LIMI
 slept on), an optional daily cap per sender, and the portfolio's messaging limit on unique users
 messaged outside their 24 h window. A provider answer is classified on Meta's error code
 (classify.classify_whatsapp); a refusal that belongs to one sender number moves this send to the
-next number. Wire format: `POST https://graph.facebook.com/v{N}/{PHONE_NUMBER_ID}/messages`,
+next number: a rate limit just for now, a sender-level failure (131031, 133010, an unknown
+phone-number id) takes the number down in `SenderHealth` until a probe (`probe`, the Graph
+API's phone-number status) finds it working; the channel reports itself broken (its circuit
+opens) only when no number is left. Wire format: `POST https://graph.facebook.com/v{N}/{PHONE_NUMBER_ID}/messages`,
 https://developers.facebook.com/docs/whatsapp/cloud-api/reference/messages.
 """
 
@@ -30,6 +33,7 @@ from services.notifications.classify import (
 )
 from services.notifications.failures import ChannelError, Failure, FailureClass
 from services.notifications.pacing import RateLimiter, acquire
+from services.sender_health import ProbeResult, SenderHealth, is_sender_failure
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,11 @@ CUSTOMER_SERVICE_WINDOW = timedelta(hours=24)
 MEDIA_TYPES = ("image", "document", "audio", "video", "sticker")
 CAPTIONED = ("image", "document", "video")
 _DIGITS = re.compile(r"[1-9][0-9]{6,14}")
+# A phone number's `status` that means it cannot send now (Graph API phone-number node).
+PROBE_BAD_STATUSES = frozenset({
+    "BANNED", "DELETED", "DISCONNECTED", "MIGRATED", "OFFLINE", "PENDING", "RESTRICTED",
+    "UNVERIFIED",
+})
 _DAY = 86_400.0
 
 
@@ -89,6 +98,7 @@ class WhatsAppChannel:
         require_template_outside_window: bool = True,
         timeout: float = 15.0,
         max_pacing_wait: float = 2.0,
+        health: SenderHealth | None = None,
     ) -> None:
         self.token = token
         self.phone_number_ids = tuple(p for p in phone_number_ids if p)
@@ -105,6 +115,8 @@ class WhatsAppChannel:
         self.require_template_outside_window = require_template_outside_window
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_pacing_wait = max_pacing_wait
+        # None: every configured number is tried in order, none is ever taken down.
+        self.health = health
         self._session: aiohttp.ClientSession | None = None
 
     # ------------------------------------------------------------------ Channel protocol
@@ -161,7 +173,10 @@ class WhatsAppChannel:
                 )
 
         refusals: list[Failure] = []
-        for sender in self.phone_number_ids:
+        senders = (
+            await self.health.usable() if self.health is not None else self.phone_number_ids
+        )
+        for sender in senders:
             refusal = await self._take_sender_budget(sender, now)
             if refusal is not None:
                 refusals.append(refusal)
@@ -170,6 +185,17 @@ class WhatsAppChannel:
                 wamid = await self._post(sender, payload)
             except ChannelError as error:
                 failure = error.failure
+                if is_sender_failure(failure):
+                    if self.health is not None:
+                        await self.health.mark_down(sender, failure)
+                    log.warning("WhatsApp sender %s refused (%s): trying the next number",
+                                sender, failure.code)
+                    refusals.append(failure)
+                    continue
+                if self.health is not None and failure.kind in (
+                    FailureClass.TRANSIENT, FailureClass.UNKNOWN
+                ):
+                    await self.health.record_failure(sender, failure)
                 if failure.kind is FailureClass.RATE_LIMITED and failure.scope == "sender":
                     await self.limiter.block(self._sender_key(sender), failure.retry_after or 1.0)
                     log.warning(
@@ -182,8 +208,39 @@ class WhatsAppChannel:
                 if failure.kind is FailureClass.RATE_LIMITED and failure.scope == "recipient":
                     await self.limiter.block(self._recipient_key(to), failure.retry_after or 1.0)
                 raise
+            if self.health is not None:
+                await self.health.record_success(sender)
             return SendResult(provider_message_id=wamid, sender=sender, address=f"+{to}")
         raise ChannelError(self._all_senders_refused(refusals, now))
+
+    async def probe(self, sender: str) -> ProbeResult:
+        """Ask the Graph API whether `sender` can send: `GET /{phone-number-id}?fields=status,
+        health_status` (CONNECTED and not BLOCKED is good; LIMITED is good but degraded)."""
+        url = f"{self.api_base}/{self.api_version}/{sender}"
+        headers = {"Authorization": f"Bearer {self.token}"}
+        params = {"fields": "status,quality_rating,health_status"}
+        try:
+            async with self._get_session().get(url, params=params, headers=headers) as response:
+                status = response.status
+                try:
+                    body = await response.json(content_type=None)
+                except ValueError:
+                    body = None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return ProbeResult(ok=False, detail=type(exc).__name__)
+        if not 200 <= status < 300 or not isinstance(body, Mapping):
+            failure = classify_whatsapp(status, body if isinstance(body, Mapping) else None)
+            return ProbeResult(ok=False, detail=f"HTTP {status} {failure.code}")
+        number_status = str(body.get("status") or "").upper()
+        health = body.get("health_status")
+        can_send = (
+            str(health.get("can_send_message") or "").upper() if isinstance(health, Mapping)
+            else ""
+        )
+        if number_status in PROBE_BAD_STATUSES or can_send == "BLOCKED":
+            return ProbeResult(ok=False, detail=f"{number_status or '?'} {can_send}".strip())
+        return ProbeResult(ok=True, limited=can_send == "LIMITED" or number_status == "FLAGGED",
+                           detail=f"{number_status} {can_send}".strip())
 
     # --------------------------------------------------------------------------- helpers
 
@@ -219,6 +276,13 @@ class WhatsAppChannel:
                     {"type": "body", "parameters": [{"type": "text", "text": p} for p in params]}
                 ]
             body.update(type="template", template=content)
+        elif message.media and message.media.get("type") == "interactive":
+            # Reply buttons or a list (the WhatsApp desk), carried as the media of its kind:
+            # {"type": "interactive", "interactive": <the Cloud API's object>, "caption": text}.
+            interactive = message.media.get("interactive")
+            if not isinstance(interactive, Mapping) or not interactive.get("type"):
+                raise _refused(FailureClass.PERMANENT, "interactive", "no interactive content")
+            body.update(type="interactive", interactive=dict(interactive))
         elif message.media:
             media = message.media
             kind = str(media.get("type") or "document")
@@ -226,7 +290,9 @@ class WhatsAppChannel:
                 raise _refused(
                     FailureClass.PERMANENT, "media_type", f"unsupported media type {kind!r}"
                 )
-            content = {"link": str(media["source"])}
+            # By id when uploaded first (an operator's photo, `POST /{id}/media`), else by link.
+            content = {"id": str(media["id"])} if media.get("id") else {
+                "link": str(media["source"])}
             if media.get("caption") and kind in CAPTIONED:
                 content["caption"] = str(media["caption"])
             if kind == "document" and media.get("filename"):
@@ -280,6 +346,19 @@ class WhatsAppChannel:
         return None
 
     def _all_senders_refused(self, refusals: list[Failure], now: datetime) -> Failure:
+        limited = [f for f in refusals if not is_sender_failure(f)]
+        if not limited:
+            # Every number is down (or none is left to try): now the channel itself is broken.
+            last = refusals[-1] if refusals else None
+            return Failure(
+                kind=FailureClass.BROKEN,
+                provider=PROVIDER,
+                code=last.code if last else "no_sender",
+                text="no WhatsApp sender number is usable"
+                + (f" (last: {last.text})" if last else ""),
+                scope="channel",
+            )
+        refusals = limited
         if refusals and all(f.code == "daily_cap" for f in refusals):
             return Failure(
                 kind=FailureClass.RATE_LIMITED,
