@@ -74,5 +74,8 @@ async def test_the_screens_speak_french(conversation: StartConversation) -> None
     menu = (await chat.send(ADMIN, "/workflow_recovery", language_code="fr")).messages[-1]
     screen = (await chat.press(ADMIN, Nav(section="health").pack(), language_code="fr",
                                message_id=menu["message_id"])).messages[-1]
-    assert screen["text"].startswith("État du système : 🟢 ok"), screen["text"]
+    # ok, or degraded when this machine is slow (the database part times the snapshot's reads)
+    assert screen["text"].startswith(("État du système : 🟢 ok",
+                                      "État du système : 🟡 dégradé")), screen["text"]
+    assert "Base de données" in screen["text"]
     assert "Relevés récents" in buttons(screen)

@@ -17,6 +17,7 @@ from database.models import (
     Notification,
 )
 from services import health
+from services.clock import FakeClock
 from services.health import HealthMonitor, SystemHealth
 from services.notifications import outbox
 from services.recovery_jobs import stuck_condition
@@ -109,3 +110,23 @@ async def test_inventory_discrepancies_come_from_the_latest_stored_snapshot(
     assert inventory.details["by_kind"] == {"ledger_mismatch": 1}
     [(at, status, reasons)] = await system.history()
     assert status == "degraded" and at == world.clock.now()
+
+
+async def test_a_database_slow_to_answer_degrades_health_timed_by_the_injected_clock(
+    db: Database,
+) -> None:
+    """The database part times the snapshot's reads on the monitor's clock: a slow machine
+    running the tests is not a slow database, and a test can make one."""
+    clock = FakeClock()
+
+    async def slow(session):  # the reads take 0.6 s of the monitor's time
+        clock.advance(0.6)
+        return health.Component("ok", ())
+
+    snapshot = await HealthMonitor(db, {"slow": slow}, clock=clock, max_age=0).snapshot()
+    database = snapshot.components["database"]
+    assert snapshot.status == "degraded" and database.details["latency_ms"] == 600.0
+    assert "database: slow to answer (over 500 ms)" in snapshot.reasons
+
+    fast = await HealthMonitor(db, {}, clock=FakeClock(), max_age=0).snapshot()
+    assert fast.components["database"].status == "ok"
