@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -30,6 +29,7 @@ from services.workflow.errors import (
     UnknownItem,
     WorkflowError,
 )
+from services.workflow.views import ActorLike
 
 MAX_SKU = 32
 MAX_NAME = 128
@@ -44,14 +44,6 @@ class Kind(enum.StrEnum):
 
 class NotWarehouse(WorkflowError):
     user_message = N_("Only the warehouse can change the stock.")
-
-
-class ActorLike(Protocol):
-    @property
-    def id(self) -> int: ...
-
-    @property
-    def roles(self) -> frozenset[Role]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,8 @@ from services.workflow import manager, queries
 from services.workflow.config import WorkflowConfig
 from services.workflow.definition import RECOVERY_TARGETS, STATES, Action, State, target_of
 from services.workflow.errors import NotAllowed
-from services.workflow.service import ActorLike, ServiceRequests
-from services.workflow.views import HistoryView, ProviderView, RequestView, StuckView
+from services.workflow.service import ServiceRequests
+from services.workflow.views import ActorLike, HistoryView, ProviderView, RequestView, StuckView
 
 RECOVERY = (Action.FORCE_NEXT, Action.RESET_PREVIOUS, Action.FORCE_COMPLETE, Action.REASSIGN)
 

@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.engine import Database
-from database.models import Role
 from services.alerts import Alerts
 from services.clock import Clock
 from services.localization import N_
@@ -27,6 +25,7 @@ from services.workflow.config import WorkflowConfig
 from services.workflow.definition import Action
 from services.workflow.errors import InvalidRequest
 from services.workflow.views import (
+    ActorLike,
     CatalogueEntry,
     HistoryView,
     MessageView,
@@ -41,14 +40,6 @@ MAX_ADDRESS = 256
 MAX_TIME_WINDOW = 128
 MAX_DESCRIPTION = 2000
 MAX_PHOTOS = 10
-
-
-class ActorLike(Protocol):
-    @property
-    def id(self) -> int: ...
-
-    @property
-    def roles(self) -> frozenset[Role]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from database.models import Role
 from services.workflow.definition import (
@@ -16,6 +17,16 @@ from services.workflow.definition import (
     recovery_actions,
     target_of,
 )
+
+
+class ActorLike(Protocol):
+    """Whoever acts (a UserView from the handlers, a test's stand-in): an id and roles."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def roles(self) -> frozenset[Role]: ...
 
 
 @dataclass(frozen=True, slots=True)
