@@ -41,22 +41,24 @@ async def areas(session: AsyncSession) -> list[CatalogueEntry]:
 async def ensure_service_type(
     session: AsyncSession, *, code: str, name_en: str, name_fr: str
 ) -> tuple[CatalogueEntry, bool]:
-    row = await session.scalar(select(ServiceType).where(ServiceType.code == code))
-    if row is not None:
-        return queries.entry(row), False
-    row = ServiceType(code=code, name_en=name_en, name_fr=name_fr, active=True)
-    session.add(row)
-    await session.flush()
-    return queries.entry(row), True
+    return await _ensure(session, ServiceType, code=code, name_en=name_en, name_fr=name_fr)
 
 
 async def ensure_area(
     session: AsyncSession, *, code: str, name_en: str, name_fr: str
 ) -> tuple[CatalogueEntry, bool]:
-    row = await session.scalar(select(Area).where(Area.code == code))
+    return await _ensure(session, Area, code=code, name_en=name_en, name_fr=name_fr)
+
+
+async def _ensure(
+    session: AsyncSession, model: type[ServiceType] | type[Area], *, code: str, name_en: str,
+    name_fr: str,
+) -> tuple[CatalogueEntry, bool]:
+    """The entry with `code`, made if missing; True when it was made (seed-demo says so)."""
+    row = await session.scalar(select(model).where(model.code == code))
     if row is not None:
         return queries.entry(row), False
-    row = Area(code=code, name_en=name_en, name_fr=name_fr, active=True)
+    row = model(code=code, name_en=name_en, name_fr=name_fr, active=True)
     session.add(row)
     await session.flush()
     return queries.entry(row), True

@@ -71,6 +71,8 @@ from typing import Any, NoReturn
 import aiohttp
 from aiohttp import web
 
+from tests.fakes.control import control_json
+
 BOT_ID = 42000
 TEST_TOKEN = f"{BOT_ID}:TEST-token"
 BOT_USER: dict[str, Any] = {
@@ -1254,17 +1256,8 @@ class FakeTelegram:
 
     # --------------------------------------------------------- control over HTTP
 
-    async def _control_json(self, request: web.Request) -> dict[str, Any]:
-        try:
-            data = await request.json()
-        except ValueError as exc:
-            raise web.HTTPBadRequest(text=f"JSON body expected: {exc}") from exc
-        if not isinstance(data, dict):
-            raise web.HTTPBadRequest(text="JSON object expected")
-        return data
-
     async def _control_message(self, request: web.Request) -> web.Response:
-        data = await self._control_json(request)
+        data = await control_json(request)
         try:
             update_id = self.message(
                 int(data["user_id"]),
@@ -1280,7 +1273,7 @@ class FakeTelegram:
         return web.json_response({"ok": True, "update_id": update_id})
 
     async def _control_callback(self, request: web.Request) -> web.Response:
-        data = await self._control_json(request)
+        data = await control_json(request)
         try:
             update_id = self.callback(
                 int(data["user_id"]),
@@ -1298,7 +1291,7 @@ class FakeTelegram:
 
     async def _control_update(self, request: web.Request) -> web.Response:
         try:
-            update_id = self.queue_update(await self._control_json(request))
+            update_id = self.queue_update(await control_json(request))
         except ValueError as exc:
             return web.json_response({"ok": False, "description": str(exc)}, status=400)
         return web.json_response({"ok": True, "update_id": update_id})

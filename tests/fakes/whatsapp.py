@@ -95,6 +95,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.fakes.control import control_json
+
 DEFAULT_TOKEN = "wa-test-token"
 DEFAULT_PHONE_NUMBER_ID = "100100"
 DEFAULT_API_VERSION = "v23.0"
@@ -920,17 +922,8 @@ class FakeWhatsApp:
 
     # ---------------------------------------------------------- control (HTTP)
 
-    async def _control_json(self, request: web.Request) -> dict[str, Any]:
-        try:
-            data = await request.json()
-        except ValueError as exc:
-            raise web.HTTPBadRequest(text=f"JSON body expected: {exc}") from exc
-        if not isinstance(data, dict):
-            raise web.HTTPBadRequest(text="JSON object expected")
-        return data
-
     async def _control_fail_next(self, request: web.Request) -> web.Response:
-        data = await self._control_json(request)
+        data = await control_json(request)
         try:
             self.fail_next(
                 code=int(data["code"]), count=int(data.get("count", 1)), to=data.get("to"),
@@ -942,7 +935,7 @@ class FakeWhatsApp:
         return web.json_response({"ok": True})
 
     async def _control_number(self, request: web.Request) -> web.Response:
-        data = await self._control_json(request)
+        data = await control_json(request)
         number = str(data.get("phone_number_id") or self.phone_number_ids[0])
         code = data.get("broken_code")
         if code is None:
@@ -956,15 +949,15 @@ class FakeWhatsApp:
         return web.json_response({"ok": True, "node": self._number_node(number)})
 
     async def _control_failure_rate(self, request: web.Request) -> web.Response:
-        self.failure_rate = float((await self._control_json(request)).get("rate", 0.0))
+        self.failure_rate = float((await control_json(request)).get("rate", 0.0))
         return web.json_response({"ok": True})
 
     async def _control_delay(self, request: web.Request) -> web.Response:
-        self.delay = float((await self._control_json(request)).get("seconds", 0.0))
+        self.delay = float((await control_json(request)).get("seconds", 0.0))
         return web.json_response({"ok": True})
 
     async def _control_media(self, request: web.Request) -> web.Response:
-        data = await self._control_json(request)
+        data = await control_json(request)
         try:
             raw = base64.b64decode(str(data["data_base64"]), validate=True)
         except (KeyError, ValueError) as exc:
@@ -973,7 +966,7 @@ class FakeWhatsApp:
                                                                 "image/jpeg"))})
 
     async def _control_webhook(self, request: web.Request) -> web.Response:
-        data = await self._control_json(request)
+        data = await control_json(request)
         try:
             url, secret = str(data.pop("url")), str(data.pop("app_secret"))
             sender, kind = str(data.pop("from")), str(data.pop("type", "text"))
