@@ -1,0 +1,26 @@
+"""privacy: personal-data erasure
+
+Revision ID: 0015
+Revises: 0014
+Create Date: 2026-11-30 20:10:00.000000
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import database.base
+
+revision: str = '0015'
+down_revision: str | None = '0014'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
