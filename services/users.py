@@ -309,3 +309,13 @@ class Users:
                 session, user_id=user_id, language=language, now=self.clock.now()
             )
         )
+
+    async def get(self, user_id: int) -> UserView | None:
+        """The user with this users.id as stored now (the dashboard asks on every request, so a
+        revoked admin right takes effect at once); None when there is no such user."""
+
+        async def read(session: AsyncSession) -> UserView | None:
+            user = await session.get(User, user_id)
+            return UserView.of(user) if user is not None else None
+
+        return await self.db.read(read)

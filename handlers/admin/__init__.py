@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers.admin import errors, notifications, recovery
+from handlers.admin import dashboard, errors, notifications, recovery
 from middlewares.admin import AdminGuard
 
 
@@ -21,4 +21,5 @@ def setup() -> Router:
     router.include_router(notifications.setup())
     router.include_router(errors.setup())
     router.include_router(recovery.setup())
+    router.include_router(dashboard.setup())
     return router

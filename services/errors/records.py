@@ -123,6 +123,16 @@ class OccurrenceView:
     group: GroupView
 
 
+@dataclass(frozen=True, slots=True)
+class OccurrenceSummary:
+    """One occurrence in a group's list: its code, when, and its (masked) context."""
+
+    id: int
+    code: str
+    at: datetime
+    context: ErrorContext
+
+
 WINDOWS: dict[str, timedelta] = {
     "1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7),
 }
@@ -384,6 +394,23 @@ class ErrorRecorder:
         code (the /workflow_recovery Errors screen)."""
         return await self.db.read(lambda session: latest_serious(session, limit=limit))
 
+    async def group(self, group_id: int) -> GroupView | None:
+        """One group as it is now (the dashboard's error page)."""
+        return await self.db.read(lambda session: group(session, group_id))
+
+    async def groups(self, *, limit: int, offset: int = 0, resolved: bool = False
+                     ) -> tuple[list[tuple[GroupView, str | None]], int]:
+        """One page of the open (or resolved) groups, seen last first, each with its latest
+        support code, and how many there are (the dashboard's Errors page)."""
+        return await self.db.read(lambda session: groups(
+            session, limit=limit, offset=offset, resolved=resolved))
+
+    async def occurrences(self, group_id: int, *, limit: int, offset: int = 0
+                          ) -> tuple[list[OccurrenceSummary], int]:
+        """One page of a group's occurrences, latest first, and how many it has."""
+        return await self.db.read(lambda session: occurrences(
+            session, group_id, limit=limit, offset=offset))
+
     @staticmethod
     async def _view(session: AsyncSession, where: Any) -> OccurrenceView | None:
         row = (
@@ -433,12 +460,50 @@ async def latest_serious(
         .order_by(ErrorGroup.last_seen.desc(), ErrorGroup.id.desc()).limit(limit)
         .execution_options(populate_existing=True)
     ))
+    codes = await _latest_codes(session, [g.id for g in groups])
+    return [(GroupView.of(g), codes.get(g.id)) for g in groups]
+
+
+async def _latest_codes(session: AsyncSession, group_ids: Sequence[int]) -> dict[int, str]:
     codes: dict[int, str] = {}
-    for group in groups:
+    for group_id in group_ids:
         code = await session.scalar(
-            select(ErrorOccurrence.code).where(ErrorOccurrence.group_id == group.id)
+            select(ErrorOccurrence.code).where(ErrorOccurrence.group_id == group_id)
             .order_by(ErrorOccurrence.id.desc()).limit(1)
         )
         if code is not None:
-            codes[group.id] = code
-    return [(GroupView.of(g), codes.get(g.id)) for g in groups]
+            codes[group_id] = code
+    return codes
+
+
+async def group(session: AsyncSession, group_id: int) -> GroupView | None:
+    found = await session.get(ErrorGroup, group_id, populate_existing=True)
+    return GroupView.of(found) if found is not None else None
+
+
+async def groups(
+    session: AsyncSession, *, limit: int, offset: int = 0, resolved: bool = False
+) -> tuple[list[tuple[GroupView, str | None]], int]:
+    where = ErrorGroup.resolved.is_(resolved)
+    total = await session.scalar(select(func.count()).select_from(ErrorGroup).where(where))
+    rows = list(await session.scalars(
+        select(ErrorGroup).where(where)
+        .order_by(ErrorGroup.last_seen.desc(), ErrorGroup.id.desc()).limit(limit).offset(offset)
+        .execution_options(populate_existing=True)
+    ))
+    codes = await _latest_codes(session, [g.id for g in rows])
+    return [(GroupView.of(g), codes.get(g.id)) for g in rows], int(total or 0)
+
+
+async def occurrences(
+    session: AsyncSession, group_id: int, *, limit: int, offset: int = 0
+) -> tuple[list[OccurrenceSummary], int]:
+    of_group = ErrorOccurrence.group_id == group_id
+    total = await session.scalar(
+        select(func.count()).select_from(ErrorOccurrence).where(of_group))
+    rows = await session.scalars(
+        select(ErrorOccurrence).where(of_group)
+        .order_by(ErrorOccurrence.id.desc()).limit(limit).offset(offset)
+    )
+    return [OccurrenceSummary(o.id, o.code, o.at, ErrorContext.from_dict(o.context or {}))
+            for o in rows], int(total or 0)

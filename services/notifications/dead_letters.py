@@ -273,9 +273,10 @@ class FailedNotifications:
     async def count(self, filters: DeadLetterFilter) -> int:
         return (await self.list_dead(filters, limit=0))[1]
 
-    async def detail(self, notification_id: int
+    async def detail(self, notification_id: int, *, attempts: int = 10
                      ) -> tuple[DeadLetterView, list[AttemptView]] | None:
-        return await self.db.read(lambda s: dead_letter(s, notification_id))
+        """The notification and its latest `attempts` attempts (the dashboard asks for all)."""
+        return await self.db.read(lambda s: dead_letter(s, notification_id, attempts=attempts))
 
     async def facets(self) -> Facets:
         return await self.db.read(facets)

@@ -1,0 +1,1 @@
+"""One module per dashboard page (see handlers/dashboard/__init__.py: how a page plugs in)."""
