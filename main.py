@@ -1,4 +1,4 @@
-"""Entry point: `python main.py [run|migrate|seed-demo]`. See README.md."""
+"""Entry point: `python main.py [run|migrate|seed-demo|backup PATH]`. See README.md."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, Settings, load_settings
@@ -15,19 +16,72 @@ from services.masking import mask_text
 if TYPE_CHECKING:
     from aiogram import Router
 
+    from database.engine import Database
+
 EXIT_CONFIG = 2
 
 
-async def _migrate(settings: Settings) -> None:
+async def _migrate(settings: Settings, to: str | None = None, *, yes: bool = False) -> int:
     from database.engine import Database
     from database.migrate import current_revision, upgrade
 
     db = Database.from_url(settings.database_url)
     try:
-        await upgrade(db.engine)
-        print(f"database is at revision {await current_revision(db.engine)}")
+        if to is None:
+            await upgrade(db.engine)
+        elif (status := await _migrate_to(db, to, yes=yes)) != 0:
+            return status
+        print(f"database is at revision {await current_revision(db.engine) or 'base'}")
     finally:
         await db.dispose()
+    return 0
+
+
+async def _migrate_to(db: Database, to: str, *, yes: bool) -> int:
+    """Up or down to `to`. Going down, say what it drops first; if that holds data, go only
+    with --yes (exit status 2 without it, nothing changed)."""
+    from database.migrate import UnknownRevision, downgrade, plan_migration, upgrade
+
+    try:
+        plan = await plan_migration(db.engine, to)
+    except UnknownRevision as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if plan.direction == "up":
+        await upgrade(db.engine, plan.target)
+    elif plan.direction == "down":
+        assert plan.loss is not None
+        lines = plan.loss.lines()
+        print(f"going down from {plan.current} to {plan.target} drops:"
+              if lines else f"going down from {plan.current} to {plan.target} drops nothing")
+        for line in lines:
+            print(f"  {line}")
+        if plan.loss.loses_data and not yes:
+            print("nothing changed: this loses data; back up first (python main.py backup "
+                  "PATH), then run again with --yes", file=sys.stderr)
+            return EXIT_CONFIG
+        await downgrade(db.engine, plan.target)
+    return 0
+
+
+async def _backup(settings: Settings, path: str) -> int:
+    from services.backup import BackupError, PgDumpMissing, back_up
+
+    try:
+        result = await back_up(settings.database_url, Path(path))
+    except PgDumpMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        # Written past the output's masking, which would turn the **** into [REDACTED]: the
+        # command holds no password (PGPASSWORD carries it, shown as ****).
+        sys.stderr.flush()
+        sys.stdout.flush()
+        print(exc.command, file=getattr(sys.stdout, "stream", sys.stdout), flush=True)
+        return EXIT_CONFIG
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(result.line())
+    return 0
 
 
 DEMO_GUIDE = """
@@ -87,12 +141,29 @@ def main(argv: list[str] | None = None, *, extra_routers: Sequence[Router] = ())
         "command",
         nargs="?",
         default="run",
-        choices=["run", "migrate", "seed-demo"],
+        choices=["run", "migrate", "seed-demo", "backup"],
         help="run: migrate the database, then start the bot (default); "
-        "migrate: only bring the database schema up to date; "
-        "seed-demo: migrate, then load a small demo catalogue (safe to run again)",
+        "migrate: only bring the database schema up to date (--to: up or down to a revision); "
+        "seed-demo: migrate, then load a small demo catalogue (safe to run again); "
+        "backup PATH: a checked copy of the database while the bot runs (a folder: a dated "
+        "file in it)",
+    )
+    parser.add_argument("path", nargs="?", help="backup: where to write the copy")
+    parser.add_argument(
+        "--to", metavar="REVISION",
+        help="migrate: go up or down to this revision (head, base or an id such as 0013); "
+        "going down says what it drops first",
+    )
+    parser.add_argument(
+        "--yes", action="store_true", help="migrate --to: go down even if that drops data"
     )
     args = parser.parse_args(argv)
+    if (args.command == "backup") != (args.path is not None):
+        parser.error("backup needs a PATH, and only backup takes one")
+    if args.command != "migrate" and (args.to is not None or args.yes):
+        parser.error("--to and --yes go with migrate")
+    if args.yes and args.to is None:
+        parser.error("--yes goes with migrate --to REVISION")
     # Everything the process prints is masked, as its log records are (a ConfigError may quote
     # a URL, and a Bot API URL holds the token).
     with masked_output():
@@ -100,8 +171,10 @@ def main(argv: list[str] | None = None, *, extra_routers: Sequence[Router] = ())
             settings = load_settings()
             setup_logging(settings.log_level, settings.log_format, settings.secret_values())
             if args.command == "migrate":
-                asyncio.run(_migrate(settings))
-            elif args.command == "seed-demo":
+                return asyncio.run(_migrate(settings, args.to, yes=args.yes))
+            if args.command == "backup":
+                return asyncio.run(_backup(settings, args.path))
+            if args.command == "seed-demo":
                 asyncio.run(_seed_demo(settings))
             else:
                 from bot.app import run

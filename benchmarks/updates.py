@@ -368,6 +368,10 @@ async def run(
         admin_ids=(),
         default_language="en",
         throttle_rate=10**9,
+        # E-mail switched on, so the profile the Back button redraws has its buttons (/profile
+        # offers only the channels that are on); nothing is sent.
+        smtp_host="127.0.0.1",
+        smtp_from="desk@example.com",
     )
     session = RecordingSession()
     bot = build_bot(session)

@@ -47,6 +47,32 @@ log = logging.getLogger(__name__)
 
 TWILIO_STATUS_PATH = "/webhooks/twilio/status"
 
+# The settings each channel needs: a channel missing any of them is off (not an error). The one
+# rule for "which channels are on", read by the delivery engine, the start-up log and /profile;
+# `build_delivery` refuses to start if a channel's own `enabled` disagrees with it.
+CHANNEL_SETTINGS: dict[str, tuple[str, ...]] = {
+    ChannelName.TELEGRAM: (),  # BOT_TOKEN: without it the bot does not start at all
+    ChannelName.WHATSAPP: ("whatsapp_token", "whatsapp_phone_number_ids"),
+    ChannelName.SMS: ("twilio_account_sid", "twilio_auth_token", "twilio_from"),
+    ChannelName.EMAIL: ("smtp_host", "smtp_from"),
+    ChannelName.MANUAL: (),  # a task for an admin, in the database
+    ChannelName.WEBHOOK: ("alert_webhook_url",),
+}
+
+
+def missing_channel_settings(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """For every channel, the environment variables it lacks (empty: the channel is on)."""
+    return {
+        name: tuple(n.upper() for n in needed if not getattr(settings, n))
+        for name, needed in CHANNEL_SETTINGS.items()
+    }
+
+
+def channels_on(settings: Settings) -> tuple[str, ...]:
+    """The channels these settings switch on, in CHANNEL_SETTINGS' order."""
+    missing = missing_channel_settings(settings)
+    return tuple(name for name, lacking in missing.items() if not lacking)
+
 
 @dataclass
 class Delivery:
@@ -178,8 +204,10 @@ def build_delivery(
             rate_per_second=settings.alert_webhook_rate_per_second,
         ),
     }
-    on = [name for name, channel in channels.items() if channel.enabled]
-    log.info("delivery channels on: %s", ", ".join(on))
+    on = channels_on(settings)
+    disagree = [name for name, channel in channels.items() if channel.enabled != (name in on)]
+    if disagree:  # a channel's own test changed without CHANNEL_SETTINGS: fix the table
+        raise RuntimeError(f"CHANNEL_SETTINGS disagrees with channel(s) {', '.join(disagree)}")
 
     alerts = Alerts(
         admin_telegram_ids=settings.admin_ids,

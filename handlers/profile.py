@@ -2,7 +2,9 @@
 
 They share their phone with Telegram's contact button (only their own contact is accepted: a
 number typed or forwarded could be anyone's), set or clear an e-mail address, put the channels in
-the order they prefer and opt in again where they had opted out. Private chats only, so a phone
+the order they prefer and opt in again where they had opted out. Only the channels the settings
+switch on and that can reach them are offered (`ContactView.offered`); a switched-on channel
+they cannot be reached by yet comes with a word on how to add it. Private chats only, so a phone
 number is never shown in a group. The rules live in services.contacts; this module only talks.
 """
 
@@ -51,7 +53,8 @@ class ProfileAction(CallbackData, prefix="pf"):
 
 class OrderMove(CallbackData, prefix="pfo"):
     channel: str  # the channel to move up one place
-    seen: str  # the order the screen showed, as indexes into CHOOSABLE_CHANNELS: stale -> refused
+    seen: str  # the order the screen showed (the channels offered), as indexes into
+    # CHOOSABLE_CHANNELS: stale -> refused
 
 
 def channel_label(name: str) -> str:
@@ -75,45 +78,74 @@ def decode_order(seen: str) -> list[str] | None:
 # ----------------------------------------------------------------------------------- screens
 
 
+def _either(labels: Sequence[str]) -> str:
+    if len(labels) == 1:
+        return labels[0]
+    return _("{first} or {second}").format(first=", ".join(labels[:-1]), second=labels[-1])
+
+
+def _how_to_add(view: ContactView) -> list[str]:
+    """A word for each switched-on channel what is on file cannot reach yet."""
+    hints = []
+    if view.phone_channels and not view.phone:
+        hints.append(
+            _("Share your phone number to be reached on {channels} too.").format(
+                channels=_either([channel_label(c) for c in view.phone_channels])
+            )
+        )
+    if view.email_on and not view.email:
+        hints.append(_("Set an e-mail address to be reached by e-mail too."))
+    return hints
+
+
 def profile_text(view: ContactView) -> str:
-    phone = mask_phone(view.phone) if view.phone else _("not shared yet")
-    email = escape(view.email) if view.email else _("not set")
-    lines = [
-        "<b>" + _("Your contact details") + "</b>",
-        _("Phone: {phone}").format(phone=phone),
-        _("E-mail: {email}").format(email=email),
-        _("I try to reach you in this order: {order}").format(
-            order=", ".join(channel_label(c) for c in view.channel_order)
-        ),
-    ]
-    if view.opt_outs:
-        opted_out = [channel_label(c) for c in view.channel_order if c in view.opt_outs]
+    lines = ["<b>" + _("Your contact details") + "</b>"]
+    # A detail is shown when a switched-on channel uses it, or when it is on file anyway.
+    if view.phone_channels or view.phone:
+        phone = mask_phone(view.phone) if view.phone else _("not shared yet")
+        lines.append(_("Phone: {phone}").format(phone=phone))
+    if view.email_on or view.email:
+        email = escape(view.email) if view.email else _("not set")
+        lines.append(_("E-mail: {email}").format(email=email))
+    offered = view.offered
+    if len(offered) > 1:
+        lines.append(
+            _("I try to reach you in this order: {order}").format(
+                order=", ".join(channel_label(c) for c in offered)
+            )
+        )
+    elif offered:
+        lines.append(_("I reach you on {channel}.").format(channel=channel_label(offered[0])))
+    opted_out = [channel_label(c) for c in offered if c in view.opt_outs]
+    if opted_out:
         lines.append(_("You opted out of: {channels}").format(channels=", ".join(opted_out)))
-    return "\n".join(lines)
+    return "\n".join(lines + _how_to_add(view))
 
 
-def profile_keyboard(view: ContactView) -> InlineKeyboardMarkup:
-    buttons: list[tuple[str, CallbackData]] = [
-        (_("Share my phone"), ProfileAction(action="phone")),
-        (_("Set e-mail"), ProfileAction(action="email")),
-    ]
-    if view.email:
+def profile_keyboard(view: ContactView) -> InlineKeyboardMarkup | None:
+    buttons: list[tuple[str, CallbackData]] = []
+    if view.phone_channels:
+        buttons.append((_("Share my phone"), ProfileAction(action="phone")))
+    if view.email_on:
+        buttons.append((_("Set e-mail"), ProfileAction(action="email")))
+    if view.email:  # even with e-mail off: what is on file can always be removed
         buttons.append((_("Clear e-mail"), ProfileAction(action="clear")))
-    buttons.append((_("Channel order"), ProfileAction(action="order")))
+    if len(view.offered) > 1:
+        buttons.append((_("Channel order"), ProfileAction(action="order")))
     buttons += [
         (
             _("Opt in again: {channel}").format(channel=channel_label(channel)),
             ProfileAction(action="optin", channel=channel),
         )
-        for channel in view.channel_order
+        for channel in view.offered
         if channel in view.opt_outs
     ]
-    return one_per_row(buttons)
+    return one_per_row(buttons) if buttons else None  # Telegram only, nothing to add
 
 
 def order_text(view: ContactView) -> str:
     lines = ["<b>" + _("Channel order") + "</b>", _("I try these in order until one reaches you:")]
-    for position, channel in enumerate(view.channel_order, start=1):
+    for position, channel in enumerate(view.offered, start=1):
         line = f"{position}. {channel_label(channel)}"
         if channel in view.opt_outs:
             line += " " + _("(you opted out)")
@@ -123,13 +155,13 @@ def order_text(view: ContactView) -> str:
 
 
 def order_keyboard(view: ContactView) -> InlineKeyboardMarkup:
-    seen = encode_order(view.channel_order)
+    seen = encode_order(view.offered)
     buttons: list[tuple[str, CallbackData]] = [
         (
             _("Move up: {channel}").format(channel=channel_label(channel)),
             OrderMove(channel=channel, seen=seen),
         )
-        for channel in view.channel_order[1:]
+        for channel in view.offered[1:]
     ]
     buttons.append((_("Back"), ProfileAction(action="show")))
     return one_per_row(buttons)
@@ -143,7 +175,7 @@ def contact_keyboard() -> ReplyKeyboardMarkup:
     )
 
 
-async def _show(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup) -> None:
+async def _show(query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | None) -> None:
     """Redraw the screen the button was on, or send it anew when that message is out of reach."""
     if isinstance(query.message, Message):
         try:

@@ -12,8 +12,8 @@ never put in an exception's message.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -33,6 +33,16 @@ from services.notifications.channels.base import DEFAULT_ORDER, ChannelName
 CHOOSABLE_CHANNELS: tuple[str, ...] = tuple(
     c.value for c in DEFAULT_ORDER if c is not ChannelName.MANUAL
 )
+
+# What each channel needs on file to reach a person (as the channels' `can_reach` check on a
+# recipient): a chat with the bot, a phone number, an e-mail address.
+_NEEDS = {
+    ChannelName.TELEGRAM: "telegram",
+    ChannelName.WHATSAPP: "phone",
+    ChannelName.SMS: "phone",
+    ChannelName.EMAIL: "email",
+}
+PHONE_CHANNELS: tuple[str, ...] = tuple(c for c in CHOOSABLE_CHANNELS if _NEEDS[c] == "phone")
 
 MAX_EMAIL_LENGTH = 254
 _MAX_LOCAL_LENGTH = 64
@@ -90,6 +100,32 @@ class ContactView:
     channel_order: tuple[str, ...]
     opt_outs: frozenset[str]
     custom_order: bool = False
+    # They have a Telegram chat with the bot (a WhatsApp-only customer has not).
+    telegram: bool = True
+    # The channels the settings switch on (Profiles is told; every one when nobody said).
+    switched_on: frozenset[str] = frozenset(CHOOSABLE_CHANNELS)
+
+    def can_reach(self, channel: str) -> bool:
+        """Whether what is on file is enough for `channel` (switched on or not)."""
+        need = _NEEDS.get(channel)
+        return bool(need and getattr(self, need))
+
+    @property
+    def offered(self) -> tuple[str, ...]:
+        """The channels the person can put in order: switched on and able to reach them, in
+        their order (opted-out ones included: they can opt in again)."""
+        return tuple(
+            c for c in self.channel_order if c in self.switched_on and self.can_reach(c)
+        )
+
+    @property
+    def phone_channels(self) -> tuple[str, ...]:
+        """The switched-on channels a phone number opens (WhatsApp, SMS)."""
+        return tuple(c for c in PHONE_CHANNELS if c in self.switched_on)
+
+    @property
+    def email_on(self) -> bool:
+        return ChannelName.EMAIL in self.switched_on
 
 
 class ContactPreferences(Protocol):
@@ -178,11 +214,15 @@ def channel_preferences(user: ContactPreferences) -> list[str]:
 
 
 def _view(user: User) -> ContactView:
-    return _view_of(user.phone, user.email, user.channel_order, user.opt_outs)
+    return _view_of(user.phone, user.email, user.channel_order, user.opt_outs, user.telegram_id)
 
 
 def _view_of(
-    phone: str | None, email: str | None, channel_order: str | None, opt_outs: str | None
+    phone: str | None,
+    email: str | None,
+    channel_order: str | None,
+    opt_outs: str | None,
+    telegram_id: int | None,
 ) -> ContactView:
     return ContactView(
         phone=phone,
@@ -190,13 +230,14 @@ def _view_of(
         channel_order=tuple(_effective_order(channel_order)),
         opt_outs=frozenset(c for c in _split(opt_outs) if c in CHOOSABLE_CHANNELS),
         custom_order=channel_order is not None,
+        telegram=telegram_id is not None,
     )
 
 
 # What the profile screens show, read straight from the driver (DriverQuery): no writer's turn,
 # no ORM, as cheap as the user read that precedes it on every button press.
 _CONTACTS_BY_USER_ID = DriverQuery(
-    select(User.phone, User.email, User.channel_order, User.opt_outs).where(
+    select(User.phone, User.email, User.channel_order, User.opt_outs, User.telegram_id).where(
         User.id == bindparam("user_id")
     )
 )
@@ -397,21 +438,30 @@ async def move_channel_up(
     channel: str,
     seen_order: Sequence[str],
     now: datetime,
+    switched_on: Iterable[str] | None = None,
 ) -> ContactView:
-    """Swap `channel` with the one before it, as the person saw the order on their screen.
+    """Put `channel` before the one shown above it, as the person saw the order on their screen.
+    With `switched_on` the screen showed the channels offered to them (switched on and able to
+    reach them, `ContactView.offered`), and the channels not shown keep their places relative
+    to each other; without it, the whole order.
 
     A screen drawn before the order last changed raises StaleChannelOrder, and the first
-    channel, or one we do not know, raises InvalidChannelOrder: nothing changes either way.
+    channel, or one not shown, raises InvalidChannelOrder: nothing changes either way.
     """
     user = await session.get_one(User, user_id)
-    current = _effective_order(user.channel_order)
-    if list(seen_order) != current:
+    view = _view(user)
+    shown = (
+        view.channel_order if switched_on is None
+        else replace(view, switched_on=frozenset(switched_on)).offered
+    )
+    if tuple(seen_order) != shown:
         raise StaleChannelOrder()
-    if channel not in current or current.index(channel) == 0:
+    if channel not in shown or shown.index(channel) == 0:
         raise InvalidChannelOrder(channel)
-    i = current.index(channel)
-    current[i - 1], current[i] = current[i], current[i - 1]
-    return await set_channel_order(session, user_id=user_id, order=current, now=now)
+    above = shown[shown.index(channel) - 1]
+    order = [c for c in _effective_order(user.channel_order) if c != channel]
+    order.insert(order.index(above), channel)
+    return await set_channel_order(session, user_id=user_id, order=order, now=now)
 
 
 def _checked_channel(channel: str) -> str:
@@ -483,30 +533,38 @@ class Profiles:
     """What the /profile screens do: each method is one unit of work that has committed when it
     returns, and raises a ContactError (nothing changed) when the change is refused."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, *, switched_on: Iterable[str] = CHOOSABLE_CHANNELS
+    ) -> None:
         self.db = db
         self.clock = clock
+        # The channels the settings switch on (bot.delivery.channels_on): the screens offer
+        # only these.
+        self.switched_on = frozenset(c for c in switched_on if c in CHOOSABLE_CHANNELS)
+
+    def _seen_by_them(self, view: ContactView) -> ContactView:
+        return replace(view, switched_on=self.switched_on)
 
     async def show(self, user_id: int) -> ContactView:
         row = await self.db.fetch_one(_CONTACTS_BY_USER_ID, user_id=user_id)
         if row is None:
             raise UnknownUser(user_id)
-        return _view_of(*row)
+        return self._seen_by_them(_view_of(*row))
 
     async def set_phone(self, user_id: int, phone: str) -> ContactView:
-        return await self.db.run(
+        return self._seen_by_them(await self.db.run(
             lambda session: set_phone(session, user_id=user_id, phone=phone, now=self.clock.now())
-        )
+        ))
 
     async def set_email(self, user_id: int, email: str) -> ContactView:
-        return await self.db.run(
+        return self._seen_by_them(await self.db.run(
             lambda session: set_email(session, user_id=user_id, email=email, now=self.clock.now())
-        )
+        ))
 
     async def clear_email(self, user_id: int) -> ContactView:
-        return await self.db.run(
+        return self._seen_by_them(await self.db.run(
             lambda session: clear_email(session, user_id=user_id, now=self.clock.now())
-        )
+        ))
 
     async def opt_in(self, user_id: int, channel: str) -> ContactView:
         """Raises UnknownChannel, or NotOptedOut when they had not opted out of it (a forged
@@ -519,14 +577,14 @@ class Profiles:
                 raise NotOptedOut(channel)
             return await profile(session, user_id)
 
-        return await self.db.run(work)
+        return self._seen_by_them(await self.db.run(work))
 
     async def move_channel_up(
         self, user_id: int, channel: str, seen_order: Sequence[str]
     ) -> ContactView:
-        return await self.db.run(
+        return self._seen_by_them(await self.db.run(
             lambda session: move_channel_up(
                 session, user_id=user_id, channel=channel, seen_order=seen_order,
-                now=self.clock.now(),
+                now=self.clock.now(), switched_on=self.switched_on,
             )
-        )
+        ))

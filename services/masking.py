@@ -103,6 +103,24 @@ def url_password(url: str | None) -> str | None:
     return unquote(password) if password else None
 
 
+def mask_url(url: str | None) -> str | None:
+    """A URL as logs may show it: the password of its user info replaced, everything else as it
+    was (postgresql+asyncpg://bot:secret@db/bot -> postgresql+asyncpg://bot:[REDACTED]@db/bot),
+    so an operator can still read which server and database it names."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not a URL we can take apart: keep none of it that could be a secret
+        return mask_text(url)
+    if not password:
+        return url
+    user_info, _, host = parts.netloc.rpartition("@")
+    user = user_info.partition(":")[0]
+    return parts._replace(netloc=f"{user}:{REDACTED}@{host}").geturl()
+
+
 def secret_variants(value: str) -> set[str]:
     """A secret as it may appear in text: itself, URL-encoded and JSON-escaped (a quote or a
     backslash in a secret must not let it slip through), and a bot token's secret half."""

@@ -3,7 +3,6 @@ conversation half-way through survives a restart (with the in-memory storage it 
 
 from __future__ import annotations
 
-import logging
 import random
 
 import pytest
@@ -12,6 +11,7 @@ from aiogram.fsm.storage.redis import RedisStorage
 from tests.conftest import TEST_REDIS_URL
 from tests.conversations.conftest import StartConversation
 from tests.conversations.harness import buttons
+from tests.conversations.test_profile import EMAIL_ON
 
 pytestmark = pytest.mark.skipif(
     not TEST_REDIS_URL, reason="TEST_REDIS_URL is not set: Redis variant skipped"
@@ -23,13 +23,9 @@ def _someone() -> int:
     return random.randrange(10**9, 2 * 10**9)
 
 
-async def test_bot_runs_with_redis_storage(
-    conversation: StartConversation, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="bot.app")
+async def test_bot_runs_with_redis_storage(conversation: StartConversation) -> None:
     chat = await conversation(redis_url=TEST_REDIS_URL)
-    assert isinstance(chat.dp.storage, RedisStorage)
-    assert "FSM storage: Redis" in caplog.text
+    assert isinstance(chat.dp.storage, RedisStorage)  # the start-up log: test_startup_log.py
     replies = await chat.send(_someone(), "/help", language_code="fr")
     replies.message("Voici ce que je sais faire")
 
@@ -38,7 +34,7 @@ async def test_email_conversation_survives_a_restart_with_redis(
     conversation: StartConversation,
 ) -> None:
     ann = _someone()
-    chat = await conversation(redis_url=TEST_REDIS_URL)
+    chat = await conversation(redis_url=TEST_REDIS_URL, **EMAIL_ON)
     profile = (await chat.send(ann, "/profile")).messages[-1]
     set_email = buttons(profile)["Set e-mail"]
     replies = await chat.press(ann, set_email, message_id=profile["message_id"])

@@ -14,6 +14,7 @@ from database.models import FsmState
 from services.clock import FakeClock
 from tests.conversations.conftest import StartConversation
 from tests.conversations.harness import Conversation, buttons
+from tests.conversations.test_profile import EMAIL_ON
 
 ANN = 2101
 
@@ -27,7 +28,7 @@ async def _rows(chat: Conversation) -> list[tuple[str, str | None]]:
 async def test_email_step_survives_a_restart_without_redis(
     conversation: StartConversation,
 ) -> None:
-    chat = await conversation()
+    chat = await conversation(**EMAIL_ON)
     assert isinstance(chat.dp.storage, DatabaseStorage)
     profile = (await chat.send(ANN, "/profile")).messages[-1]
     set_email = buttons(profile)["Set e-mail"]
@@ -46,7 +47,7 @@ async def test_email_step_survives_a_restart_without_redis(
 
 
 async def test_cancel_clears_the_stored_state(conversation: StartConversation) -> None:
-    chat = await conversation()
+    chat = await conversation(**EMAIL_ON)
     profile = (await chat.send(ANN, "/profile")).messages[-1]
     await chat.press(ANN, buttons(profile)["Set e-mail"], message_id=profile["message_id"])
     (await chat.send(ANN, "/cancel")).message("Cancelled: nothing was changed.")

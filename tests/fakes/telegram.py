@@ -41,6 +41,10 @@ Run it by hand (no token needed; any ``<digits>:<text>`` token is accepted)::
     python -m tests.fakes.telegram --port 8081              # server only
     python -m tests.fakes.telegram --port 8081 --chat 1001  # and chat as user 1001
 
+In chat mode the bot's messages are printed with their inline and reply keyboards; ``!press``
+presses an inline button, ``!contact +33612345678`` shares the user's own contact (a
+request_contact button), ``!help`` lists the commands (``chat_line`` handles each line).
+
 then start the bot with ``TELEGRAM_API_BASE=http://127.0.0.1:8081`` and write to
 it with ``curl -X POST http://127.0.0.1:8081/_control/message -H
 'Content-Type: application/json' -d '{"user_id": 1001, "text": "/start"}'``.
@@ -1430,7 +1434,7 @@ async def _read_params(request: web.Request) -> dict[str, Any]:
 # ----------------------------------------------------------------------- CLI
 
 
-def _describe(call: Call, chat_id: int) -> list[str]:
+def describe_call(call: Call, chat_id: int) -> list[str]:
     """What the person chatting as chat_id sees of one call."""
     result, method = call.result, call.method.lower()
     if call.status != 200:
@@ -1452,7 +1456,68 @@ def _describe(call: Call, chat_id: int) -> list[str]:
             else:
                 action = button.get("url", "(not a callback button)")
             lines.append(f"    [{button['text']}] -> {action}")
+    # A reply keyboard is not part of the Message Telegram answers: read it from the call.
+    return lines + _reply_keyboard(call.params.get("reply_markup"))
+
+
+def _reply_keyboard(markup: Any) -> list[str]:
+    """What a reply keyboard (or its removal) shows the person, with how to press each button
+    here: a text button sends its text; a contact button shares their own phone number."""
+    if not isinstance(markup, dict):
+        return []
+    if markup.get("remove_keyboard"):
+        return ["    (keyboard removed)"]
+    if markup.get("force_reply"):
+        return ["    (the bot asks for a reply: type it)"]
+    lines = []
+    for row in markup.get("keyboard") or []:
+        for button in row:
+            text = button.get("text", "") if isinstance(button, dict) else str(button)
+            if isinstance(button, dict) and button.get("request_contact"):
+                action = "!contact <your phone number>, e.g. !contact +33612345678"
+            elif isinstance(button, dict) and set(button) - {"text"}:
+                action = "(not supported here)"
+            else:
+                action = f"type: {text}"
+            lines.append(f"    [{text}] (keyboard) -> {action}")
     return lines
+
+
+CHAT_HELP = """\
+Type a message to send it to the bot as this user. Commands:
+  !press <callback_data> <message_id>  press an inline button (both are printed under it)
+  !contact <phone number>              share your own contact, as Telegram's "share my phone
+                                       number" button does (e.g. !contact +33612345678)
+  !help                                this list
+Ctrl-D quits."""
+
+_PHONE_RE = re.compile(r"\+?[0-9][0-9 .()-]{4,30}")
+
+
+def chat_line(fake: FakeTelegram, user_id: int, line: str) -> list[str]:
+    """Act on one line typed in chat mode as user_id: a command, or a message to the bot.
+    Returns what to print at once (help, usage); the bot's answers are printed as they come."""
+    command, _, rest = line.strip().partition(" ")
+    rest = rest.strip()
+    if command == "!help":
+        return CHAT_HELP.splitlines()
+    if command == "!press":
+        parts = rest.rsplit(maxsplit=1)
+        if len(parts) != 2 or not _INT_RE.fullmatch(parts[1]):
+            return ["usage: !press <callback_data> <message_id>"]
+        fake.callback(user_id, parts[0], message_id=int(parts[1]))
+        return []
+    if command == "!contact":
+        if not _PHONE_RE.fullmatch(rest):
+            return ["usage: !contact <phone number>, e.g. !contact +33612345678"]
+        # As Telegram sends one's own contact: the phone, the name, and the user's own id.
+        fake.message(user_id, "", contact={"phone_number": rest, "user_id": user_id})
+        return []
+    if command.startswith("!"):
+        return [f"unknown command {command}; !help lists them"]
+    if line.strip():
+        fake.message(user_id, line)
+    return []
 
 
 async def _interactive(fake: FakeTelegram, user_id: int) -> None:
@@ -1469,24 +1534,18 @@ async def _interactive(fake: FakeTelegram, user_id: int) -> None:
         while True:
             await fake._wait_change(None)
             for call in fake.calls[seen:]:
-                for text in _describe(call, user_id):
+                for text in describe_call(call, user_id):
                     print(text, flush=True)
             seen = len(fake.calls)
 
     threading.Thread(target=read_stdin, daemon=True).start()
     printer = asyncio.create_task(show_bot_output())
-    print(f"Chatting as user {user_id}: type a message; '!press <callback_data> <message_id>' "
-          "presses a button; Ctrl-D quits.", flush=True)  # fmt: skip
+    print(f"Chatting as user {user_id}: type a message; !help lists the commands (!press, "
+          "!contact); Ctrl-D quits.", flush=True)  # fmt: skip
     try:
         while (line := await lines.get()) is not None:
-            if line.startswith("!press"):
-                parts = line[len("!press") :].strip().rsplit(maxsplit=1)
-                if len(parts) != 2 or not _INT_RE.fullmatch(parts[1]):
-                    print("usage: !press <callback_data> <message_id>", flush=True)
-                    continue
-                fake.callback(user_id, parts[0], message_id=int(parts[1]))
-            elif line.strip():
-                fake.message(user_id, line)
+            for text in chat_line(fake, user_id, line):
+                print(text, flush=True)
     finally:
         printer.cancel()
 

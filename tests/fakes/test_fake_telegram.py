@@ -22,10 +22,24 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.types import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.types import (
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
+)
 from aiohttp import web
 
-from tests.fakes.telegram import BOT_ID, TEST_TOKEN, FakeTelegram, parse_html
+from tests.fakes.telegram import (
+    BOT_ID,
+    TEST_TOKEN,
+    FakeTelegram,
+    chat_line,
+    describe_call,
+    parse_html,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -417,3 +431,71 @@ async def test_delay_holds_send_calls(fake: FakeTelegram, bot: Bot) -> None:
     await bot.send_message(1001, "slow")
 
     assert time.monotonic() - started >= 0.2
+
+
+# ------------------------------------------------------------------ chat mode (--chat USER_ID)
+
+
+def _shown(fake: FakeTelegram, user_id: int, since: int = 0) -> list[str]:
+    """What chat mode prints for the calls made since `since`."""
+    return [line for call in fake.calls[since:] for line in describe_call(call, user_id)]
+
+
+async def test_chat_mode_shows_reply_keyboards_and_their_removal(
+    fake: FakeTelegram, bot: Bot
+) -> None:
+    await bot.send_message(1001, "Share it?", reply_markup=ReplyKeyboardMarkup(
+        keyboard=[[KeyboardButton(text="Share my phone number", request_contact=True)],
+                  [KeyboardButton(text="Not now")]],
+        resize_keyboard=True, one_time_keyboard=True,
+    ))
+    await bot.send_message(1001, "Thanks", reply_markup=ReplyKeyboardRemove())
+    await bot.send_message(1001, "Pick", reply_markup=InlineKeyboardMarkup(inline_keyboard=[
+        [InlineKeyboardButton(text="Yes", callback_data="pick:yes")]
+    ]))
+    assert _shown(fake, 1001) == [
+        "[bot #1] Share it?",
+        "    [Share my phone number] (keyboard) -> !contact <your phone number>, "
+        "e.g. !contact +33612345678",
+        "    [Not now] (keyboard) -> type: Not now",
+        "[bot #2] Thanks",
+        "    (keyboard removed)",
+        "[bot #3] Pick",
+        "    [Yes] -> !press pick:yes 3",
+    ]
+    assert _shown(fake, 1002) == []  # another person's chat
+
+
+async def test_chat_mode_contact_shares_the_users_own_phone(fake: FakeTelegram) -> None:
+    assert chat_line(fake, 1001, "!contact +33612345678") == []
+    [update] = fake.pending_updates
+    message = update["message"]
+    assert message["from"]["id"] == 1001 and message["chat"]["id"] == 1001
+    assert message["contact"]["phone_number"] == "+33612345678"
+    assert message["contact"]["user_id"] == 1001  # one's own contact, as Telegram sends it
+    assert "text" not in message
+
+    for wrong in ("!contact", "!contact call me", "!contact +33"):
+        assert chat_line(fake, 1001, wrong) == [
+            "usage: !contact <phone number>, e.g. !contact +33612345678"
+        ]
+    assert len(fake.pending_updates) == 1
+
+
+async def test_chat_mode_press_message_help_and_unknown_commands(fake: FakeTelegram) -> None:
+    assert chat_line(fake, 1001, "/start") == []
+    assert chat_line(fake, 1001, "!press pick:yes 3") == []
+    assert chat_line(fake, 1001, "!press pick:yes") == [
+        "usage: !press <callback_data> <message_id>"
+    ]
+    assert chat_line(fake, 1001, "   ") == []
+    message, press = fake.pending_updates
+    assert message["message"]["text"] == "/start"
+    assert press["callback_query"]["data"] == "pick:yes"
+    assert press["callback_query"]["message"]["message_id"] == 3
+
+    help_text = "\n".join(chat_line(fake, 1001, "!help"))
+    for command in ("!press <callback_data> <message_id>", "!contact <phone number>", "!help"):
+        assert command in help_text
+    assert chat_line(fake, 1001, "!shout hi") == ["unknown command !shout; !help lists them"]
+    assert len(fake.pending_updates) == 2

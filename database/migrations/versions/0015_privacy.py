@@ -19,8 +19,11 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    # Plain ALTER TABLE, never a batch rebuild: on SQLite rebuilding users would cascade
+    # (foreign keys are on) into everything that refers to them.
+    op.add_column('users', sa.Column('erased_at', database.base.UTCDateTime(timezone=True),
+                                     nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    op.drop_column('users', 'erased_at')
