@@ -1,6 +1,6 @@
 """Benchmark: how close to Telegram's 30 messages/s the pacer runs without a single 429.
 
-Why: ARCHITECTURE.md principle 6 says a 429 is a bug in our pacing. Pacing too cautiously is
+Why: docs/architecture.md, principle 6 says a 429 is a bug in our pacing. Pacing too cautiously is
 a bug too: a broadcast to 10,000 users should take 6 minutes, not 10. This sends messages to
 many chats through a real aiogram Bot, over HTTP, to the fake Telegram with its flood limits
 on at Telegram's values (30/s overall as a sliding one-second count, 1/s per private chat),

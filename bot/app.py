@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
+from pathlib import Path
 
 from aiogram import Bot, Dispatcher, Router
 from aiogram.client.default import DefaultBotProperties
@@ -28,17 +29,19 @@ from aiohttp import web
 
 from bot.closing import Step, close_all
 from bot.config import ConfigError, Settings
-from bot.delivery import Delivery, build_delivery
+from bot.delivery import Delivery, build_delivery, channels_on
 from bot.fsm_storage import DatabaseStorage
 from bot.i18n import build_i18n
 from bot.logs import LogContextMiddleware
 from bot.memory import freeze_startup_objects, keep_response_models
+from bot.startup_log import log_startup
 from bot.web import APP_KEY_CHECKS, build_web_app
 from bot.webhooks import TELEGRAM_PATH, register_telegram_webhook, register_webhooks
 from database.engine import Database
 from database.migrate import upgrade
 from handlers import get_routers
 from handlers.buttons import pack_action
+from handlers.dashboard import setup_dashboard
 from middlewares.errors import ErrorMiddleware, ErrorReporter
 from middlewares.i18n import UserLanguageMiddleware
 from middlewares.inflight import InFlightMiddleware
@@ -46,8 +49,11 @@ from middlewares.menus import CommandMenuMiddleware
 from middlewares.throttling import FloodGate, ThrottlingMiddleware
 from middlewares.user import LanguageCache, UserMiddleware
 from services.alerts import Alerts
+from services.backup import default_backup_dir, register_backup_job
 from services.clock import Clock, SystemClock
 from services.contacts import Profiles
+from services.dashboard_access import DashboardAccess
+from services.delivery_stats import DeliveryStats
 from services.errors import ErrorRecorder
 from services.health import SystemHealth
 from services.inventory import Inventory
@@ -56,6 +62,7 @@ from services.menus import EVERYONE, CommandMenus, render_commands
 from services.notifications.dead_letters import DeadLetters, FailedNotifications
 from services.notifications.manual_tasks import ManualTasks
 from services.people import People
+from services.privacy import Privacy
 from services.recovery_jobs import (
     BackgroundJobs,
     jobs_config,
@@ -97,7 +104,6 @@ def build_storage(settings: Settings, db: Database, clock: Clock) -> BaseStorage
     if settings.redis_url:
         from aiogram.fsm.storage.redis import RedisStorage
 
-        log.info("FSM storage: Redis")
         return RedisStorage.from_url(settings.redis_url)
     return DatabaseStorage(db, clock)
 
@@ -199,7 +205,8 @@ def build_dispatcher(
         clock=clock,
         settings=settings,
         users=users,
-        profiles=Profiles(db, clock),
+        # /profile offers only the channels these settings switch on (the delivery's rule).
+        profiles=Profiles(db, clock, switched_on=channels_on(settings)),
         dead_letters=DeadLetters(db, clock),
         # Service requests (issue 10); `start` swaps in the delivery engine's Alerts.
         service_requests=ServiceRequests(db, clock, errors.alerts, workflow_config(settings)),
@@ -222,6 +229,18 @@ def build_dispatcher(
     )
     dp["background_jobs"] = BackgroundJobs(db)
     dp["manual_tasks"] = ManualTasks(db, clock)
+    # The dashboard's Delivery page (issue 13): attempts per minute and hour, wait percentiles.
+    dp["delivery_stats"] = DeliveryStats(db, clock)
+    # The web dashboard (issue 13): /dashboard issues sign-in links to it; `start` sets the
+    # base URL of the links once the web server is bound.
+    dp["dashboard_access"] = DashboardAccess(
+        db, clock, session_hours=settings.dashboard_session_hours
+    )
+    dp["dashboard_base_url"] = (
+        settings.public_base_url or f"http://{settings.web_host}:{settings.web_port}"
+    ).rstrip("/")
+    # /mydata and /forget (issue 14): the ADMIN_IDS owners cannot erase themselves.
+    dp["privacy"] = Privacy(db, clock, owner_ids=settings.admin_ids)
     inflight = InFlightMiddleware()
     # Outer update middlewares run in this order, after aiogram's own (errors, user context).
     # First: every line logged while an update is handled carries its id and user (masked).
@@ -299,6 +318,9 @@ async def start(
         register_workflow_jobs(app.delivery.scheduler, dispatcher["service_requests"])
         _wire_recovery(app, web_app)
         await _set_commands(bot)
+        await log_startup(
+            settings, db.engine, listening=_listening(app), public_base_url=app.public_base_url
+        )
         await app.delivery.start()
     except BaseException:
         steps: list[Step] = []
@@ -331,6 +353,14 @@ def _wire_recovery(app: Application, web_app: web.Application) -> None:
         stuck_condition=stuck_condition(dp["service_requests"].config),
         health_checks=system_health.checks,
     )
+    settings = app.settings
+    if app.db.dialect == "sqlite":  # issue 14; PostgreSQL: pg_dump on the operator's schedule
+        register_backup_job(
+            delivery.scheduler, settings.database_url,
+            folder=Path(settings.backup_dir or default_backup_dir(settings.database_url)),
+            keep=settings.backup_keep,
+            every=timedelta(seconds=settings.backup_interval_seconds),
+        )
 
 
 async def _start_web(app: Application) -> web.Application:
@@ -361,6 +391,12 @@ async def _start_web(app: Application) -> web.Application:
         on_inbound=lambda: app.delivery.inbound.wake()
         if app.delivery is not None and app.delivery.inbound is not None else None,
     )
+    # The dashboard under /admin/, over the services the menus use (the same objects).
+    setup_dashboard(
+        web_app, app.dispatcher.workflow_data, i18n=build_i18n(settings.default_language),
+        timezone=settings.timezone, public_base_url=settings.public_base_url,
+        session_hours=settings.dashboard_session_hours,
+    )
     runner = web.AppRunner(web_app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.web_host, settings.web_port)
@@ -375,8 +411,15 @@ async def _start_web(app: Application) -> web.Application:
     app.web_runner = runner
     host, port = runner.addresses[0][:2]
     app.public_base_url = (settings.public_base_url or f"http://{host}:{port}").rstrip("/")
-    log.info("web server listening on http://%s:%s", host, port)
+    app.dispatcher["dashboard_base_url"] = app.public_base_url
     return web_app
+
+
+def _listening(app: Application) -> str:
+    """Where the web server is bound (the port actually bound, WEB_PORT=0 included)."""
+    assert app.web_runner is not None
+    host, port = app.web_runner.addresses[0][:2]
+    return f"http://{host}:{port}"
 
 
 async def serve(app: Application) -> None:

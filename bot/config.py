@@ -1,4 +1,4 @@
-"""Settings: the configuration contract of ARCHITECTURE.md, read once from the environment
+"""Settings: the configuration contract of docs/architecture.md, read once from the environment
 and `.env`.
 
 Every setting's name is its environment variable in lower case. A malformed value fails at start
@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     # that shows a caller its counts (`Authorization: Bearer <token>`; loopback sees them).
     health_cache_seconds: float = Field(default=5.0, ge=0, le=3600)
     health_token: str | None = None
+    # The web dashboard (/dashboard): how long a signed-in session lasts before the admin asks
+    # the bot for a new link (sign-in links themselves last 10 minutes, once).
+    dashboard_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
 
     # --- Delivery engine (outbox, dispatcher, channels) ---------------------------------------
     dispatcher_enabled: bool = True
@@ -210,6 +213,17 @@ class Settings(BaseSettings):
     health_snapshot_retention_days: float = Field(default=7.0, gt=0)
     sent_notification_retention_days: float = Field(default=30.0, gt=0)
     inbound_message_retention_days: float = Field(default=30.0, gt=0)
+    # Privacy (issue 14): WhatsApp customers with no activity (a message in or out, a request
+    # of theirs touched) for this many months are anonymized by the clean-up, as /forget does.
+    whatsapp_customer_retention_months: int = Field(default=12, ge=1)
+
+    # --- Backups (issue 14) -----------------------------------------------------------------------
+    # The daily backup job (SQLite only): BACKUP_DIR/bot-YYYYmmdd-HHMMSS.db, the newest
+    # BACKUP_KEEP kept. Unset BACKUP_DIR: a `backups` folder beside the database file
+    # (data/backups with the default DATABASE_URL).
+    backup_dir: str | None = None
+    backup_keep: int = Field(default=7, ge=1)
+    backup_interval_seconds: float = Field(default=86400.0, gt=0)
 
     def secret_values(self) -> list[str]:
         """Every configured value of a setting marked secret (`SECRET_SETTINGS`), and the

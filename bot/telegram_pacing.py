@@ -1,6 +1,6 @@
 """The aiogram session request middleware that applies Telegram's pacing to every send.
 
-ARCHITECTURE.md principle 6: the limiter sits in the one place every Bot API call passes
+docs/architecture.md, principle 6: the limiter sits in the one place every Bot API call passes
 through (`bot.session.middleware(...)`), so handler replies and outbox deliveries share one
 budget. The policy (limits, the fair per-chat queue, margins, 429 evidence) is
 services/notifications/pacing_telegram.py; this module only tells which calls are messages to

@@ -1,8 +1,9 @@
 """Engine, sessions and units of work for both engines (SQLite embedded, PostgreSQL in production).
 
-`Database.run(work)` is the unit of work of ARCHITECTURE.md principle 1: one transaction, committed
-when `work` returns, rolled back if it raises; a transient database error (dropped connection,
-deadlock, serialization failure, SQLite busy) reruns the whole unit with a fresh session.
+`Database.run(work)` is the unit of work of docs/architecture.md, principle 1: one transaction,
+committed when `work` returns, rolled back if it raises; a transient database error (dropped
+connection, deadlock, serialization failure, SQLite busy) reruns the whole unit with a fresh
+session.
 """
 
 from __future__ import annotations

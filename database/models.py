@@ -57,6 +57,10 @@ class User(Base):
     roles: Mapped[str] = mapped_column(String(128), default=Role.REQUESTER.value)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Privacy (issue 14): when the person's data was erased (/forget, or the clean-up of
+    # inactive WhatsApp customers; services/privacy.py). The row stays, anonymous, for the
+    # requests and history that refer to it.
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property
     def role_set(self) -> frozenset[Role]:
@@ -125,6 +129,8 @@ class Notification(Base):
         ),
         Index("ix_notifications_provider_message_id", "provider_message_id"),
         Index("ix_notifications_recipient", "recipient_id"),
+        # The dashboard's wait percentiles read the sends of a time window (delivery_stats).
+        Index("ix_notifications_sent_at", "sent_at"),
         CheckConstraint(
             "(recipient_id IS NULL) <> (destination IS NULL)", name="addressee"
         ),
@@ -176,10 +182,15 @@ class DeliveryAttempt(Base):
     """One try on one channel: what was tried, through which sender, and how it ended."""
 
     __tablename__ = "delivery_attempts"
+    __table_args__ = (
+        # A notification's attempts in order; "was there an earlier try" (delivery_stats'
+        # retried count) is answered from the index alone.
+        Index("ix_delivery_attempts_notification_id_id", "notification_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     notification_id: Mapped[int] = mapped_column(
-        ForeignKey("notifications.id", ondelete="CASCADE"), index=True
+        ForeignKey("notifications.id", ondelete="CASCADE")
     )
     channel: Mapped[str] = mapped_column(String(16))
     sender: Mapped[str | None] = mapped_column(String(64))
@@ -815,3 +826,35 @@ class StuckReport(Base):
     request_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# --- Dashboard access (issue 13) ----------------------------------------------------------------
+
+
+class DashboardLoginToken(Base):
+    """A one-time sign-in link an admin asked for with /dashboard (services.dashboard_access):
+    only the token's SHA-256 is kept; valid ten minutes, spent by one sign-in (`used_at`)."""
+
+    __tablename__ = "dashboard_login_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DashboardSession(Base):
+    """A signed-in dashboard session: the cookie's SHA-256, its admin, the CSRF token its forms
+    carry; over at `expires_at` (DASHBOARD_SESSION_HOURS) or when signed out (`ended_at`)."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

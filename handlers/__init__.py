@@ -6,12 +6,24 @@ Dispatchers as it likes.
 
 from aiogram import Router
 
-from handlers import admin, common, errors, operators, profile, requests, start, support
+from handlers import (
+    admin,
+    common,
+    errors,
+    operators,
+    privacy,
+    profile,
+    requests,
+    start,
+    support,
+)
 
 
 def get_routers() -> list[Router]:
     """The production routers, in the order they are tried. The catch-all comes last."""
     return [
-        errors.setup(), operators.setup(), support.setup(), start.setup(), profile.setup(),
+        # privacy before support and the forms: /mydata and /forget work in any of them.
+        errors.setup(), operators.setup(), privacy.setup(), support.setup(), start.setup(),
+        profile.setup(),
         admin.setup(), requests.setup(), common.setup(),
     ]

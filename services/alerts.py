@@ -1,4 +1,4 @@
-"""The one alerting path (ARCHITECTURE.md principle 10).
+"""The one alerting path (docs/architecture.md, principle 10).
 
 Every "tell the admins" goes through `Alerts.alert`: deduplicated by key within a window, and
 delivered through the outbox to every admin on a channel chain that never ends in a manual task.

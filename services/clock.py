@@ -1,4 +1,4 @@
-"""Injected time (ARCHITECTURE.md principle 7): code that waits or ages asks a Clock, so tests
+"""Injected time (docs/architecture.md, principle 7): code that waits or ages asks a Clock, so tests
 move time instead of sleeping."""
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ down still takes its commands away.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,6 +33,8 @@ EVERYONE: tuple[Command, ...] = (
     ("cancel", N_("cancel a request, or the form you are filling in")),
     ("support", N_("talk to a person")),
     ("profile", N_("your phone, e-mail and how we reach you")),
+    ("mydata", N_("everything we store about you, as a file")),
+    ("forget", N_("erase your data")),
     ("language", N_("choose English or French")),
     ("help", N_("what I can do")),
 )
@@ -51,6 +54,7 @@ BY_ROLE: dict[Role, tuple[Command, ...]] = {
     Role.ADMIN: (
         ("request", N_("any request by its number; resolve disputes")),
         ("workflow_recovery", N_("fix stuck work, failed notifications, errors")),
+        ("dashboard", N_("a sign-in link to the web dashboard")),
     ),
 }
 
@@ -83,9 +87,15 @@ def sections_for(roles: Iterable[Role]) -> list[tuple[str | None, tuple[Command,
 @lru_cache(maxsize=64)
 def menu_key(roles: frozenset[Role], language: str) -> str | None:
     """What a person's own menu depends on; None: the default (requester's) menu is theirs.
-    Asked on every update: a few distinct answers exist, so they are cached."""
+    Asked on every update: a few distinct answers exist, so they are cached. The commands'
+    names are part of it (a short digest), so a release that adds a command gives everyone
+    who holds the role the new menu on their next message."""
     extra = sorted(r.value for r in roles if r in BY_ROLE)
-    return f"{','.join(extra)}:{language}" if extra else None
+    if not extra:
+        return None
+    names = ",".join(name for name, _ in commands_for(roles))
+    digest = hashlib.sha256(names.encode()).hexdigest()[:8]
+    return f"{','.join(extra)}:{language}:{digest}"
 
 
 def render_commands(commands: Iterable[Command], language: str | None) -> list[tuple[str, str]]:

@@ -8,9 +8,10 @@ recorded, three failures in a row alerted), and what the Background jobs screen 
 - a health snapshot every 5 minutes (`system_health_snapshots`);
 - the daily clean-up: resolved error groups and their occurrences, transaction logs, health
   snapshots, sent notifications with their attempts, processed inbound WhatsApp messages, each
-  past its age; dead letters past theirs are archived, never deleted. Deletes go in short
-  batches (one unit of work each) through an index or the primary key, so the clean-up never
-  holds the writer for long.
+  past its age; dead letters past theirs are archived, never deleted; WhatsApp customers
+  inactive for WHATSAPP_CUSTOMER_RETENTION_MONTHS are anonymized (services.privacy). Deletes
+  go in short batches (one unit of work each) through an index or the primary key, so the
+  clean-up never holds the writer for long.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from database.models import (
     StuckReport,
     TransactionLog,
 )
-from services import health
+from services import dashboard_access, health, privacy
 from services.actions import Action, ActionName
 from services.alerts import Alerts, Severity
 from services.clock import Clock
@@ -68,6 +69,8 @@ class RecoveryJobsConfig:
     sent_notification_retention: timedelta = timedelta(days=30)
     inbound_message_retention: timedelta = timedelta(days=30)
     dead_letter_retention: timedelta = timedelta(days=30)
+    # WhatsApp customers with no activity for this many months are anonymized (issue 14).
+    whatsapp_customer_retention_months: int = 12
 
 
 # --- stuck workflows ---------------------------------------------------------------------------
@@ -244,11 +247,19 @@ async def clean_up(db: Database, now: datetime, config: RecoveryJobsConfig) -> d
     await simple("errors", delete_resolved_errors, now - config.error_retention)
     await simple("transaction_log", delete_transaction_logs, now - config.transaction_log_retention)
     await simple("snapshots", delete_snapshots, now - config.health_snapshot_retention)
+    # Dashboard sign-in links and sessions past their expiry are worth nothing any more.
+    await simple("dashboard_access", dashboard_access.delete_expired, now)
     await walk("notifications", delete_sent_notifications,
                now - config.sent_notification_retention)
     await walk("inbound", delete_inbound_messages, now - config.inbound_message_retention)
     done["dead_letters_archived"] = await db.run(
         lambda s: outbox.archive_dead_letters(s, now=now, older_than=config.dead_letter_retention)
+    )
+    # The same erasure as /forget (services.privacy), a few customers per unit of work.
+    await simple(
+        "customers_anonymized",
+        lambda s, cutoff: privacy.erase_inactive_customers(s, cutoff=cutoff, now=now),
+        privacy.months_before(now, config.whatsapp_customer_retention_months),
     )
     if budget <= 0:
         done["more_left"] = 1
@@ -399,4 +410,5 @@ def jobs_config(settings: Any) -> RecoveryJobsConfig:
         sent_notification_retention=timedelta(days=settings.sent_notification_retention_days),
         inbound_message_retention=timedelta(days=settings.inbound_message_retention_days),
         dead_letter_retention=timedelta(days=settings.dead_letter_retention_days),
+        whatsapp_customer_retention_months=settings.whatsapp_customer_retention_months,
     )

@@ -1,7 +1,7 @@
 """Background jobs that run once per cluster, each run recorded, repeated failures alerted.
 
 APScheduler's AsyncIOScheduler only provides the timers. Every run goes through
-`Scheduler.run_job`, which promises (ARCHITECTURE.md principle 12):
+`Scheduler.run_job`, which promises (docs/architecture.md, principle 13):
 
 - **Once per cluster.** A run first takes the database lease `job:{name}`; while another process
   holds a live one, the run is skipped. A run is also skipped when any process started this job

@@ -1,6 +1,6 @@
 """Inbound WhatsApp messages: stored before the webhook answers 200, processed by a worker.
 
-Promises (issue 11, ARCHITECTURE.md principles 2-4):
+Promises (issue 11, docs/architecture.md, principles 2-4):
 - `store` writes every message of a signed webhook in one INSERT ... ON CONFLICT DO NOTHING on
   the WhatsApp message id (wamid): a delivery Meta sends again (it retries for up to 7 days) is
   stored once, and nothing is processed in the request, so the 200 is fast.

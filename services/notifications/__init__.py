@@ -1,7 +1,7 @@
 """Notifications: the transactional outbox, its dispatcher, channels, pacing and failure classes.
 
 Handlers and services never send a business notification directly: they `enqueue` it in their
-own unit of work, and the dispatcher delivers it (ARCHITECTURE.md principles 2-6). The path,
+own unit of work, and the dispatcher delivers it (docs/architecture.md, principles 2-6). The path,
 file by file:
 
 1. enqueue: `outbox.enqueue` stores the row in the caller's transaction; its commit wakes the

@@ -1,4 +1,5 @@
-"""Providers' error codes -> FailureClass, in one table-like module (ARCHITECTURE.md principle 5).
+"""Providers' error codes -> FailureClass, in one table-like module (docs/architecture.md,
+principle 5).
 
 The decision is made on the provider's own error code, never on the HTTP status alone: the same
 code arrives with different statuses (Meta's mirrors list 131056 as 429 and as 400), and the

@@ -1,6 +1,6 @@
 """Delivery policy: for each claimed notification, pick a channel, send, and decide what next.
 
-Promises (ARCHITECTURE.md principle 5):
+Promises (docs/architecture.md, principle 5):
 - Notifications to one recipient are sent in the order they were claimed; recipients in
   parallel.
 - Every try is an attempt row. The failure class decides what happens next: transient -> quick

@@ -1,4 +1,4 @@
-"""Rate limiters that keep provider limits by construction (ARCHITECTURE.md principle 6).
+"""Rate limiters that keep provider limits by construction (docs/architecture.md, principle 6).
 
 GCRA (the generic cell rate algorithm): each key remembers the theoretical arrival time of its
 next allowed event; a request before that time (less the burst tolerance) is told how long to

@@ -1,4 +1,4 @@
-"""Provider limits shared by every bot process, kept in Redis (ARCHITECTURE.md principle 6).
+"""Provider limits shared by every bot process, kept in Redis (docs/architecture.md, principle 6).
 
 Why Redis: Telegram and WhatsApp count what *the bot* sends, not what one process sends. With
 several processes (PostgreSQL lets them share the outbox), an in-memory limiter per process

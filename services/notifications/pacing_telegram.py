@@ -1,6 +1,6 @@
 """Telegram's flood limits kept by construction: the pacing policy, free of aiogram.
 
-ARCHITECTURE.md principle 6: a 429 is a bug in our pacing, not a normal event. Telegram allows
+docs/architecture.md, principle 6: a 429 is a bug in our pacing, not a normal event. Telegram allows
 about 30 messages per second overall, 1 per second in a private chat and 20 per minute in a
 group (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this). The
 aiogram session middleware that every Bot API call passes through (bot/telegram_pacing.py)

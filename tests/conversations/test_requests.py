@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
-from database.models import AlertRecord
+from database.models import AlertRecord, Role
+from services import menus
 from services.demo import Demo
 from services.inventory import Inventory
 from services.workflow import ServiceRequests, State, catalogue
@@ -445,6 +447,21 @@ async def test_menus_and_help_follow_the_roles(conversation: StartConversation) 
     assert menu.params["scope"] == {"type": "chat", "chat_id": ANN}
     assert "away" in [c["command"] for c in menu.params["commands"]]
     assert "/away" in replies.message("Here is what I can do")["text"]
+
+
+async def test_a_release_that_adds_a_command_gives_holders_of_the_role_the_new_menu(
+    conversation: StartConversation, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    chat = await _bot(conversation)
+    assert (await say(chat, PAUL, "/help")).of("setMyCommands")  # his provider's menu, recorded
+    # The next release adds a provider's command; Paul's recorded menu is now out of date.
+    monkeypatch.setitem(menus.BY_ROLE, Role.PROVIDER,
+                        (*menus.BY_ROLE[Role.PROVIDER], ("holiday", "plan time off")))
+    menus.menu_key.cache_clear()
+    chat = await chat.restart()
+    [menu] = (await say(chat, PAUL, "/help")).of("setMyCommands")
+    assert "holiday" in [c["command"] for c in menu.params["commands"]]
+    menus.menu_key.cache_clear()
 
 
 async def test_a_french_requester_and_provider_see_french_throughout(

@@ -1,4 +1,4 @@
-"""The import direction of ARCHITECTURE.md holds: the import-linter contracts in pyproject.toml
+"""The import direction of docs/architecture.md holds: the import-linter contracts in pyproject.toml
 pass, and the Alembic migrations (a folder import-linter does not scan) import nothing above
 database/."""
 

@@ -1,11 +1,11 @@
 """The Telegram channel: the only service module that talks to aiogram's Bot.
 
 Pacing is not done here: the Telegram limiter sits in the bot's session request middleware, so
-handler replies and outbox deliveries share one budget (ARCHITECTURE.md principle 6). Texts are
-plain (parse mode off): a notification text with "<" or "&" must arrive as written, whatever the
-Bot's default parse mode is. A notification's buttons are domain actions (`services.actions`);
-the function that packs one into callback data is given by whoever builds the channel (the
-handlers define it, beside the code that decodes it).
+handler replies and outbox deliveries share one budget (docs/architecture.md, principle 6).
+Texts are plain (parse mode off): a notification text with "<" or "&" must arrive as written,
+whatever the Bot's default parse mode is. A notification's buttons are domain actions
+(`services.actions`); the function that packs one into callback data is given by whoever builds
+the channel (the handlers define it, beside the code that decodes it).
 
 Besides a user's private chat, a notification may be addressed to a chat ("telegram_chat:
 <chat_id>[:<thread_id>]", notifications.destinations): the operators' chat, in a forum topic

@@ -1,6 +1,6 @@
 """The WhatsApp Cloud API channel: paced by construction, failing over between sender numbers.
 
-Meta's limits are kept before a request is made (ARCHITECTURE.md principle 6): each sender
+Meta's limits are kept before a request is made (docs/architecture.md, principle 6): each sender
 number's throughput (sleeping briefly through the shared RateLimiter), the (business, consumer)
 pair rate (about one message per 6 s per recipient: refused at once as RATE_LIMITED, never
 slept on), an optional daily cap per sender, and the portfolio's messaging limit on unique users

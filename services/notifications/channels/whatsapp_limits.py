@@ -1,4 +1,4 @@
-"""WhatsApp's messaging limit, kept by construction (ARCHITECTURE.md principle 6).
+"""WhatsApp's messaging limit, kept by construction (docs/architecture.md, principle 6).
 
 Meta limits how many *unique* users a business may message outside their 24 h customer-service
 window in a moving 24 h; since Oct 2025 the limit belongs to the business portfolio and is shared
