@@ -6,7 +6,8 @@ Counted from `delivery_attempts` (one row per try on one channel), through its i
 - sent: tries a provider accepted (outcome "sent");
 - failed: tries that did not get through ("failed", a failed delivery receipt included, and
   "rate_limited");
-- retried: tries of a notification after its first one, whatever their outcome.
+- retried: tries of a notification after its first one, whatever their outcome (a failed
+  delivery receipt reports on a try and is not one: it never counts as a retry).
 
 Buckets are aligned on UTC minutes and hours and include the current, unfinished one; a bucket
 without attempts is a zero, and every channel is present, so a chart's axes never jump. The
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, case, cast, func, literal, select
+from sqlalchemy import BigInteger, Float, and_, case, cast, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -37,6 +38,7 @@ from database.engine import Database
 from database.models import DeliveryAttempt, Notification
 from services.clock import Clock
 from services.notifications.channels.base import ChannelName
+from services.notifications.receipts import RECEIPT_TEXT_PREFIX
 
 MEASURES = ("sent", "failed", "retried")
 ALL = "all"  # the waits of every channel together
@@ -126,9 +128,12 @@ async def attempt_counts(
     dialect = session.bind.dialect.name
     a = DeliveryAttempt
     earlier = aliased(DeliveryAttempt)
-    retry = select(literal(1)).where(
-        earlier.notification_id == a.notification_id, earlier.id < a.id
-    ).exists()
+    retry = and_(
+        select(literal(1)).where(
+            earlier.notification_id == a.notification_id, earlier.id < a.id
+        ).exists(),
+        or_(a.error_text.is_(None), ~a.error_text.startswith(RECEIPT_TEXT_PREFIX)),
+    )
     # Grouped outside: PostgreSQL cannot match a GROUP BY expression holding parameters.
     tries = (
         select(_bucket(dialect, a.at, step).label("bucket"), a.channel, a.outcome,

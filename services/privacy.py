@@ -27,7 +27,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Select,
+    and_,
+    cast,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.engine import Database
@@ -61,6 +73,7 @@ from services import audit
 from services.clock import Clock
 from services.errors import DomainError
 from services.localization import N_
+from services.whatsapp_desk import KEY_PREFIX
 from services.workflow.definition import STATES
 
 # What replaces a free text that was erased (an address, a message, a notification's text).
@@ -70,7 +83,7 @@ EXPORT_LIMIT = 200
 # Customers erased per unit of work by the clean-up.
 ERASE_BATCH = 20
 # The desk's half-finished WhatsApp exchange (services.whatsapp_desk.KEY_PREFIX).
-_DESK_KEY = "whatsapp-desk:{user_id}"
+_DESK_KEY = KEY_PREFIX + "{user_id}"
 _FINAL_STATES = tuple(state.value for state, spec in STATES.items() if spec.final)
 _UNSENT = (NotificationStatus.PENDING.value, NotificationStatus.SENDING.value,
            NotificationStatus.FAILED.value)
@@ -288,17 +301,26 @@ def as_json(document: dict[str, Any]) -> bytes:
 # --------------------------------------------------------------------------------------- erase
 
 
+def _open_requests_of(user_id: Any) -> ColumnElement[bool]:
+    r = ServiceRequest
+    return and_(r.requester_id == user_id, r.state.not_in(_FINAL_STATES))
+
+
+def _open_jobs_of(user_id: Any) -> ColumnElement[bool]:
+    r = ServiceRequest
+    return and_(r.assignee_id == Provider.id, Provider.user_id == user_id,
+                r.state.not_in(_FINAL_STATES))
+
+
 async def open_work(session: AsyncSession, user_id: int) -> int:
-    """Requests of theirs, and jobs they hold as a provider, that are not closed yet."""
+    """Requests of theirs, and jobs they hold as a provider, that are not closed yet: /forget
+    waits for them, and the clean-up passes such a person by."""
     r = ServiceRequest
     mine = await session.scalar(
-        select(func.count()).select_from(r)
-        .where(r.requester_id == user_id, r.state.not_in(_FINAL_STATES))
-    ) or 0
+        select(func.count()).select_from(r).where(_open_requests_of(user_id))) or 0
     jobs = await session.scalar(
         select(func.count()).select_from(r).join(Provider, Provider.id == r.assignee_id)
-        .where(Provider.user_id == user_id, r.state.not_in(_FINAL_STATES))
-    ) or 0
+        .where(_open_jobs_of(user_id))) or 0
     return int(mine) + int(jobs)
 
 
@@ -440,9 +462,11 @@ async def _forget_in_error_contexts(session: AsyncSession, user_id: int,
                                     telegram_id: int | None) -> None:
     """Error occurrences keep who was talking to the bot: their Telegram id goes."""
     o = ErrorOccurrence
-    matches = [o.context["user_id"].as_integer() == user_id]
+    matches = [cast(o.context["user_id"].as_string(), BigInteger) == user_id]
     if telegram_id is not None:
-        matches.append(o.context["telegram_user_id"].as_integer() == telegram_id)
+        # BigInteger: Telegram ids pass 2**31 (as_integer() casts to a 32-bit INTEGER on
+        # PostgreSQL, and one large id anywhere in the table would fail the whole erasure).
+        matches.append(cast(o.context["telegram_user_id"].as_string(), BigInteger) == telegram_id)
     for occurrence in await session.scalars(select(o).where(or_(*matches))):
         context = dict(occurrence.context or {})
         context.pop("telegram_user_id", None)
@@ -456,7 +480,8 @@ async def _forget_in_error_contexts(session: AsyncSession, user_id: int,
 
 def inactive_customers(cutoff: datetime) -> Select[tuple[int]]:
     """WhatsApp customers (no Telegram account) with nothing in or out since `cutoff`: no
-    message from them, none to them, no request of theirs touched, no change to their record."""
+    message from them, none to them, no request of theirs touched, no change to their record,
+    and nothing of theirs still open."""
     u, n, r, i = User, Notification, ServiceRequest, InboundMessage
     return (
         select(u.id)
@@ -468,6 +493,9 @@ def inactive_customers(cutoff: datetime) -> Select[tuple[int]]:
             ~exists().where(n.recipient_id == u.id,
                             or_(n.created_at >= cutoff, n.sent_at >= cutoff)),
             ~exists().where(r.requester_id == u.id, r.updated_at >= cutoff),
+            # Work still open waits for a person, as /forget does: its address is needed.
+            ~exists().where(_open_requests_of(u.id)),
+            ~exists().select_from(ServiceRequest).where(_open_jobs_of(u.id)),
         )
         .order_by(u.id)
     )

@@ -53,6 +53,9 @@ from services.notifications.channels.base import ChannelName
 from services.notifications.failures import Failure, FailureClass
 
 log = logging.getLogger(__name__)
+# A failed delivery receipt is stored as an attempt row with this text: it reports on a try,
+# it is not one (services/delivery_stats.py does not count it as a retry).
+RECEIPT_TEXT_PREFIX = "delivery receipt: "
 
 # The provider reporting a receipt -> the channel its messages leave by.
 PROVIDER_CHANNELS: dict[str, str] = {
@@ -342,7 +345,7 @@ async def _fail(
             outcome="failed",
             error_class=failure.kind.value,
             error_code=failure.code[:32],
-            error_text=f"delivery receipt: {failure.text}"[:500],
+            error_text=f"{RECEIPT_TEXT_PREFIX}{failure.text}"[:500],
             at=now,
         )
     )

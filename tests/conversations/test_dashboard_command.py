@@ -62,3 +62,14 @@ async def test_anyone_else_is_refused_and_gets_no_link(conversation: StartConver
     tokens = await chat.db.read(
         lambda s: s.scalar(select(func.count()).select_from(DashboardLoginToken)))
     assert tokens == 0
+
+
+async def test_in_a_group_chat_no_link_is_posted(conversation: StartConversation) -> None:
+    """The operators' chat, say: a link there would sign in whoever opened it as the admin."""
+    chat = await conversation(admin_ids=[ADMIN], public_base_url=BASE)
+    replies = await chat.send(ADMIN, "/dashboard", chat_id=-100777)
+    [sent] = replies.of("sendMessage")
+    assert sent.params["chat_id"] == -100777
+    assert "private chat" in sent.result["text"] and not LINK.search(sent.result["text"])
+    assert await chat.db.run(
+        lambda s: s.scalar(select(func.count()).select_from(DashboardLoginToken))) == 0

@@ -14,6 +14,7 @@ from database.models import DeliveryAttempt, Notification
 from services.clock import FakeClock
 from services.delivery_stats import ALL, MEASURES, DeliveryStats, Waits
 from services.notifications.channels.base import ChannelName
+from services.notifications.receipts import RECEIPT_TEXT_PREFIX
 
 NOW = datetime(2026, 3, 10, 12, 30, 20, tzinfo=UTC)
 _keys = count()
@@ -121,6 +122,29 @@ async def test_attempts_are_counted_per_minute_and_per_hour_by_channel(
     }
     assert hour.total("telegram", "failed") == 3
     assert hour.active_channels() == ["telegram", "whatsapp", "sms"]
+
+
+async def test_a_failed_delivery_receipt_is_a_failure_not_a_retry(
+    db: Database, stats: DeliveryStats
+) -> None:
+    """A receipt reports on a try (services/notifications/receipts.py stores it as an attempt
+    row): sent once, reported undelivered, then sent by SMS is one retry, not two."""
+    [n] = await _notifications(db, _notification())
+
+    async def work(session) -> None:
+        for channel, outcome, text, minute in (
+            ("telegram", "sent", None, 10),
+            ("telegram", "failed", f"{RECEIPT_TEXT_PREFIX}131026 undeliverable", 11),
+            ("sms", "sent", None, 12),
+        ):
+            session.add(DeliveryAttempt(notification_id=n, channel=channel, outcome=outcome,
+                                        error_text=text, at=NOW.replace(minute=minute)))
+            await session.flush()
+
+    await db.run(work)
+    hour = (await stats.statistics()).per_hour
+    assert (hour.total("telegram", "sent"), hour.total("telegram", "failed")) == (1, 1)
+    assert (hour.total("telegram", "retried"), hour.total("sms", "retried")) == (0, 1)
 
 
 async def test_without_attempts_every_bucket_of_every_channel_is_a_zero(

@@ -39,6 +39,7 @@ from services.privacy import (
     months_before,
 )
 from services.recovery_jobs import RecoveryJobsConfig, clean_up
+from services.workflow.definition import State
 from tests.integration.workflow_world import ADMIN_TELEGRAM_ID, World, build_world
 
 ANN_NAME, ANN_HANDLE = "Annabelle Quixote", "annaq_x"
@@ -132,6 +133,11 @@ async def _whatsapp_traces(world: World, user_id: int) -> tuple[int, int]:
         session.add(ErrorOccurrence(code="ABCD1234", group_id=group.id, at=now, context={
             "update_type": "message", "telegram_user_id": 1001, "user_id": user_id,
             "chat_id": 1001}))
+        # Someone else's, with a Telegram id past 2**31, as new accounts have: the erasure's
+        # search through error contexts must not overflow on it (PostgreSQL's INTEGER).
+        session.add(ErrorOccurrence(code="EFGH5678", group_id=group.id, at=now, context={
+            "update_type": "message", "telegram_user_id": 7_000_000_001, "user_id": 999_999,
+            "chat_id": 7_000_000_001}))
         return relay.id, pending.id
 
     return await world.db.run(work)
@@ -258,8 +264,12 @@ async def test_erasure_leaves_no_value_of_theirs_anywhere_and_keeps_the_requests
     for notification_id in (pending_id, relay_id):
         row = await _row(world.db, Notification, notification_id)
         assert row.status == "cancelled" and row.payload == {"text": ERASED}
-    occurrence = (await world.db.read(lambda s: s.scalars(select(ErrorOccurrence)))).one()
+    occurrence = (await world.db.read(lambda s: s.scalars(
+        select(ErrorOccurrence).where(ErrorOccurrence.code == "ABCD1234")))).one()
     assert occurrence.context == {"update_type": "message", "user_id": ann}
+    other = (await world.db.read(lambda s: s.scalars(
+        select(ErrorOccurrence).where(ErrorOccurrence.code == "EFGH5678")))).one()
+    assert other.context["telegram_user_id"] == 7_000_000_001  # not theirs: kept
     task = (await world.db.read(lambda s: s.scalars(select(ManualTask)))).one()
     assert (task.text, task.status) == (ERASED, "closed")
 
@@ -358,10 +368,19 @@ async def test_requests_of_an_anonymized_customer_keep_their_states(world: World
     view = await world.requests.open_request(
         await world.db.read(lambda s: _actor(s, customer)), world.form(address=ADDRESS))
     world.clock.advance(days=400)
+    # Still open, untouched for a year: its address is still needed, so Olga is passed by.
+    done = await clean_up(world.db, world.clock.now(), RecoveryJobsConfig())
+    assert done["customers_anonymized"] == 0
+    assert (await world.request_row(view.id)).address == ADDRESS
+
+    # Once it is closed (cancelled a year ago), she is erased and the request stays.
+    await world.db.run(lambda s: s.execute(
+        update(ServiceRequest).where(ServiceRequest.id == view.id)
+        .values(state=State.CANCELLED.value, updated_at=now)))
     done = await clean_up(world.db, world.clock.now(), RecoveryJobsConfig())
     assert done["customers_anonymized"] == 1
     row = await world.request_row(view.id)
-    assert (row.state, row.address) == (view.state.value, ERASED)
+    assert (row.state, row.address) == (State.CANCELLED.value, ERASED)
     assert await world.count(WorkflowTransition, WorkflowTransition.request_id == view.id) > 0
     assert await world.count(ServiceRequest) == 1
 
