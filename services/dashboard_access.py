@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.engine import Database
 from database.models import DashboardLoginToken, DashboardSession
 from services.clock import Clock
+from services.refusal_log import RefusalLog
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class DashboardAccess:
         self.db = db
         self.clock = clock
         self.session_ttl = timedelta(hours=session_hours)
+        self._refusals = RefusalLog(log)
 
     async def issue_login(self, user_id: int) -> str:
         """A new login token for `user_id` (the caller checked they are an admin); only its
@@ -171,10 +173,10 @@ class DashboardAccess:
             self._refused(token, spent.refusal, "redeemed")
         return spent
 
-    @staticmethod
-    def _refused(token: str, refusal: Refusal, how: str) -> None:
-        log.warning("dashboard sign-in refused: %s token %s (hash %s...)", refusal.value, how,
-                    _prefix(token))
+    def _refused(self, token: str, refusal: Refusal, how: str) -> None:
+        # At a bounded rate: anyone who reaches /admin/ can try made-up links by the thousand.
+        self._refusals.refused("dashboard sign-in", f"{refusal.value} token {how}",
+                               f" (hash {_prefix(token)}...)")
 
     async def open_session(self, user_id: int) -> NewSession:
         secret = secrets.token_urlsafe(32)

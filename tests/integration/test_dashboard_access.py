@@ -116,6 +116,22 @@ async def test_a_used_expired_or_forged_link_grants_nothing(
                        for path in (link, expiring, forged))
 
 
+async def test_a_flood_of_made_up_links_logs_one_line_not_one_per_try(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone who reaches /admin/ can try links by the thousand: the log stays readable."""
+    async with dashboard_world(db_url) as world:
+        caplog.set_level(logging.WARNING, logger="services.dashboard_access")
+        stranger = world.browser()
+        for _ in range(20):
+            page = await stranger.post(f"/admin/login/{secrets.token_urlsafe(32)}")
+            assert page.status == 410
+        said = [r.getMessage() for r in caplog.records
+                if "refused: unknown token redeemed" in r.getMessage()]
+        assert len(said) == 1, said
+        assert await _count(world, DashboardSession) == 0
+
+
 async def test_two_clicks_at_once_open_one_session(db_url: str) -> None:
     async with dashboard_world(db_url) as world:
         link = await world.login_link()
