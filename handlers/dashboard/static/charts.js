@@ -9,7 +9,7 @@
 
   var COLOURS = {
     telegram: "#2456c8", whatsapp: "#1f7a3d", sms: "#9a6200", email: "#7b3fa0",
-    manual: "#5d6677", webhook: "#b3261e"
+    manual: "#1f2328", webhook: "#b3261e"
   };
   var SPARE = ["#0f766e", "#a21caf", "#4d7c0f", "#c2410c"];
 
