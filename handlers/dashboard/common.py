@@ -79,23 +79,6 @@ def when(at: datetime | None, timezone: str) -> str:
     return at.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M")
 
 
-def duration(seconds: float | None) -> str:
-    """"3d 4h", "2h 5m", "7m", "12s": how long something has waited."""
-    if seconds is None:
-        return "-"
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes = seconds // 60
-    days, rest = divmod(minutes, 1440)
-    hours, mins = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {mins}m"
-    return f"{mins}m"
-
-
 def base_context(request: web.Request) -> dict[str, Any]:
     """What every template sees besides its own context."""
     signed_in = SESSION_KEY in request

@@ -161,7 +161,7 @@ async def test_escalated_requests_come_first_then_the_oldest(
                                 message_id=menu["message_id"])).messages[-1]
     assert "Stuck workflows: 2" in listing["text"]
     labels = [t for t in buttons(listing) if t.startswith("#")]
-    assert labels == [f"#{escalated} escalated · 0m", f"#{old} assigned · 1d 1h"]
+    assert labels == [f"#{escalated} escalated · 0s", f"#{old} assigned · 1d 1h"]
     assert list(buttons(listing))[-1] == "« Back"
 
 

@@ -75,18 +75,6 @@ def when(at: datetime | None, timezone: str) -> str:
     return at.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M")
 
 
-def duration(seconds: float) -> str:
-    """"3d 4h", "2h 5m", "7m": how long something has waited."""
-    minutes = int(seconds // 60)
-    days, rest = divmod(minutes, 1440)
-    hours, mins = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {mins}m"
-    return f"{mins}m"
-
-
 async def show(event: CallbackQuery | Message, screen: Screen, *, notice: str | None = None
                ) -> None:
     """Edit the pressed message in place (a command gets a new one); `notice` is said in the

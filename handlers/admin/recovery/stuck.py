@@ -20,11 +20,11 @@ from handlers.admin.recovery.screens import (
     back,
     button,
     clamp,
-    duration,
     pager,
     show,
     when,
 )
+from handlers.durations import duration
 from services.localization import N_
 from services.workflow import Action, StaleVersion, WorkflowError
 from services.workflow.recovery import StuckDetail, WorkflowRecovery
