@@ -57,7 +57,7 @@ async def _migrate_to(db: Database, to: str, *, yes: bool) -> int:
         for line in lines:
             print(f"  {line}")
         if plan.loss.loses_data and not yes:
-            print("nothing changed: this loses data; back up first (python main.py backup "
+            print("nothing changed: this loses data; back up first (./dev backup "
                   "PATH), then run again with --yes", file=sys.stderr)
             return EXIT_CONFIG
         await downgrade(db.engine, plan.target)

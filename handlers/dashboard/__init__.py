@@ -32,8 +32,8 @@ from aiogram.utils.i18n import I18n
 from aiohttp import web
 
 from handlers.dashboard import security
-from handlers.dashboard.common import DASHBOARD, NAV_KEY, PREFIX, Dashboard, when
-from handlers.durations import duration
+from handlers.dashboard.common import DASHBOARD, NAV_KEY, PREFIX, Dashboard
+from handlers.times import duration, when
 from services.localization import N_
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,7 @@ import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
 from aiogram.utils.i18n import I18n
@@ -71,12 +69,6 @@ def actor_id(request: web.Request) -> int:
 
 def csrf_token(request: web.Request) -> str:
     return request[SESSION_KEY].csrf_token
-
-
-def when(at: datetime | None, timezone: str) -> str:
-    if at is None:
-        return "-"
-    return at.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M")
 
 
 def base_context(request: web.Request) -> dict[str, Any]:

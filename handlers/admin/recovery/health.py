@@ -13,7 +13,7 @@ from aiogram.utils.i18n import gettext as _
 from bot.config import Settings
 from handlers.admin.recovery.callbacks import Nav
 from handlers.admin.recovery.screens import Screen, back, button, show, when
-from handlers.durations import duration
+from handlers.times import duration
 from services.health import Snapshot, SystemHealth
 from services.localization import N_
 

@@ -13,7 +13,7 @@ from aiogram.utils.i18n import gettext as _
 from bot.config import Settings
 from handlers.admin.recovery.callbacks import JobRunNow, JobScreen, Nav
 from handlers.admin.recovery.screens import Screen, back, button, show, when
-from handlers.durations import duration
+from handlers.times import duration
 from services.localization import N_
 from services.recovery_jobs import BackgroundJobs, RunView
 

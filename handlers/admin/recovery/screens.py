@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest
@@ -16,6 +14,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from aiogram.utils.i18n import gettext as _
 
 from handlers.admin.recovery.callbacks import Nav
+from handlers.times import when as when  # the sections import it from here
 
 PAGE_SIZE = 8
 MAX_TEXT = 4096
@@ -67,12 +66,6 @@ def pager(
 
 def clamp(page: int, total: int, size: int = PAGE_SIZE) -> int:
     return min(max(page, 0), pages(total, size) - 1)
-
-
-def when(at: datetime | None, timezone: str) -> str:
-    if at is None:
-        return "-"
-    return at.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M")
 
 
 async def show(event: CallbackQuery | Message, screen: Screen, *, notice: str | None = None

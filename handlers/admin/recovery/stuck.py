@@ -24,7 +24,7 @@ from handlers.admin.recovery.screens import (
     show,
     when,
 )
-from handlers.durations import duration
+from handlers.times import duration
 from services.localization import N_
 from services.workflow import Action, StaleVersion, WorkflowError
 from services.workflow.recovery import StuckDetail, WorkflowRecovery
